@@ -1,0 +1,31 @@
+# The two commands the README starts with:
+#   make demo   set everything up, then run the example chain (imagine -> V1 -> U1) against the emulator
+#   make test   set everything up, then run ruff, mypy and the whole test suite
+# AIRFLOW_VERSION and VENV select the Airflow release and the environment (CI runs both ends of the
+# supported range with separate environments).
+
+AIRFLOW_VERSION ?= 3.3.2
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+export UV_COMPILE_BYTECODE := 1
+
+.PHONY: setup demo test lint
+
+$(VENV)/.installed-$(AIRFLOW_VERSION): pyproject.toml
+	command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	uv venv --quiet --allow-existing $(VENV)
+	uv pip install --quiet --python $(PYTHON) -e ".[test]" "apache-airflow==$(AIRFLOW_VERSION)"
+	rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(VENV)/.installed-$(AIRFLOW_VERSION)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PYTHON) -m pytest -q -p no:cacheprovider
+
+demo: setup
+	$(PYTHON) -m airflow_provider_nextleg.demo
