@@ -1,0 +1,239 @@
+"""The errors the NextLeg provider raises, one hierarchy under Airflow's own exceptions.
+
+Every error derives from :class:`NextLegError` (an ``AirflowException``). Errors that no retry can mend
+(a refused token, a request the service rejects, bad local input, a job Midjourney refused for good)
+also derive from ``AirflowFailException``, so Airflow fails the task at once instead of spending its
+retries on them. Each message names the endpoint, the HTTP status, the message id where there is one,
+a short excerpt of the response body, and what to do next; the API token never appears in any of them.
+"""
+
+from __future__ import annotations
+
+try:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+except ImportError:  # Airflow 3.1: the task SDK does not export AirflowFailException yet.
+    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
+
+from airflow_provider_nextleg.models import Message, MessageStatus
+
+_EXCERPT_LENGTH = 200
+
+
+def body_excerpt(body: bytes | str, *, secret: str | None = None) -> str:
+    """Shorten a response body for an error message: whitespace collapsed, truncated, token removed.
+
+    :param body: the raw response body.
+    :param secret: a string that must not appear in the excerpt (the API token), replaced by ``***``.
+    """
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    if secret:
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= _EXCERPT_LENGTH else text[:_EXCERPT_LENGTH] + "…"
+
+
+class NextLegError(AirflowException):
+    """
+    Base of every error of the NextLeg provider.
+
+    The parts of the message stay available as attributes, so handlers need not parse the text.
+
+    :param problem: what went wrong, in a phrase.
+    :param endpoint: the call, e.g. ``POST /v2/imagine``.
+    :param status: the HTTP status of the last answer, if there was one.
+    :param message_id: the NextLeg message id concerned, if any.
+    :param body: an excerpt of the response body (see :func:`body_excerpt`).
+    :param advice: what to do about it; defaults to the class's :attr:`advice`.
+    """
+
+    advice = "See the message above."
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        endpoint: str | None = None,
+        status: int | None = None,
+        message_id: str | None = None,
+        body: str | None = None,
+        advice: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.endpoint = endpoint
+        self.status = status
+        self.message_id = message_id
+        self.body = body
+        if advice is not None:
+            self.advice = advice
+        super().__init__(self._compose())
+
+    def after_attempts(self, attempts: int) -> NextLegError:
+        """
+        Note in the message that the call gave up after ``attempts`` attempts; returns the error itself.
+
+        :param attempts: how many attempts were made.
+        """
+        if attempts > 1:
+            self.problem = f"{self.problem} (gave up after {attempts} attempts)"
+            self.args = (self._compose(),)
+        return self
+
+    def _compose(self) -> str:
+        facts = [f"HTTP {self.status}" if self.status is not None else None]
+        facts.append(f"message {self.message_id}" if self.message_id else None)
+        where = "NextLeg " + (self.endpoint or "provider")
+        known = ", ".join(fact for fact in facts if fact)
+        text = f"{where}{f' ({known})' if known else ''}: {self.problem}."
+        if self.body:
+            text += f" Response body: {self.body!r}."
+        return f"{text} {self.advice}"
+
+
+class NextLegInputError(NextLegError, AirflowFailException, ValueError):
+    """An argument that cannot work, caught before anything was sent (also a ``ValueError``)."""
+
+    advice = "Nothing was sent to NextLeg: fix the argument and run the task again."
+
+
+class NextLegAuthenticationError(NextLegError, AirflowFailException):
+    """The service refused the API token (HTTP 401 or 403), or the connection has none."""
+
+    advice = (
+        "Put a valid NextLeg API token in the connection's password field; "
+        "retrying with the same token cannot succeed."
+    )
+
+
+class NextLegBadRequestError(NextLegError, AirflowFailException):
+    """The service rejected the request as sent (HTTP 400 and other client errors).
+
+    This includes the banned-phrase prefilter's ``Invalid phrase: '...'``.
+    """
+
+    advice = (
+        "Change the request (for 'Invalid phrase', reword the prompt or pass ignore_prefilter); "
+        "resending it unchanged cannot succeed."
+    )
+
+
+class NextLegNotFoundError(NextLegBadRequestError):
+    """The service knows no such message (HTTP 404)."""
+
+    advice = "Check the message id: it must come from a submission made with this account's token."
+
+
+class NextLegRateLimitError(NextLegError):
+    """The account's rate limit refused the request (HTTP 429) on every attempt.
+
+    A refused request was not processed, so retrying the task never pays twice.
+    """
+
+    advice = (
+        "The request was refused, not processed, so a task retry is safe. Another client probably "
+        "shares this token: raise the connection's rate_limit_interval or run fewer tasks at once."
+    )
+
+
+class NextLegServerError(NextLegError):
+    """The service answered 5xx on every attempt of a call that is safe to repeat."""
+
+    advice = "The service is failing; a task retry later may succeed."
+
+
+class NextLegConnectionError(NextLegError):
+    """The service could not be reached (refused connection, DNS failure, timeout) on every attempt."""
+
+    advice = "Check the connection's base URL and that the service is reachable from this worker."
+
+
+class NextLegSubmissionUncertainError(NextLegError):
+    """
+    A job-starting request may or may not have created a job, so it was not resent.
+
+    Raised for a read timeout, a connection dropped after the request was sent, or a 5xx answer to a
+    submission (imagine, button, describe, blend, info, settings, slash command). Resending could start
+    a second paid job; the hook leaves that decision to the caller. If the job was created, its result
+    and its webhook delivery carry the request's ``ref``.
+
+    :param ref: the ``ref`` sent with the request, if any.
+    """
+
+    def __init__(self, problem: str, *, ref: str | None = None, **kwargs) -> None:
+        self.ref = ref
+        find = (
+            f"if it was, its result and webhook carry ref={ref!r}."
+            if ref
+            else "no ref was sent, so only its webhook delivery or the account's history can show it; "
+            "pass a ref to make jobs findable."
+        )
+        kwargs.setdefault(
+            "advice",
+            "The job may or may not have been created, so the request was not resent; "
+            f"{find} Retrying the task submits the request again, "
+            "which starts a second paid job if the first one was created.",
+        )
+        super().__init__(problem, **kwargs)
+
+
+class NextLegMalformedResponseError(NextLegError):
+    """The answer is not what the NextLeg API sends: not JSON, an HTML page, or required fields missing."""
+
+    advice = (
+        "Check that the connection's base URL points at the NextLeg API and not at a proxy or web page; "
+        "a task retry may help if a proxy was briefly failing."
+    )
+
+
+class NextLegJobFailedError(NextLegError):
+    """
+    A job finished without a result: Midjourney answered with an error code.
+
+    Raised for the retryable codes (QUEUE_FULL, INTERNAL_ERROR, ...); a task retry submits a new job.
+    The terminal codes raise :class:`NextLegJobFailedTerminalError`. Build either with :func:`job_failure`.
+
+    :param code: the error code from the message's content.
+    :param retryable: whether submitting the same request again may succeed.
+    """
+
+    def __init__(self, problem: str, *, code: str | None, retryable: bool, **kwargs) -> None:
+        self.code = code
+        self.retryable = retryable
+        super().__init__(problem, **kwargs)
+
+
+class NextLegJobFailedTerminalError(NextLegJobFailedError, AirflowFailException):
+    """A job failed with a code no retry can mend (BANNED_PROMPT, INVALID_PARAMETER, ...)."""
+
+
+class NextLegJobIncompleteError(NextLegJobFailedError):
+    """A job reported ``progress: "incomplete"``: it did not finish within expireMins."""
+
+
+def job_failure(message: Message, *, endpoint: str | None = None) -> NextLegJobFailedError:
+    """
+    Build the error for a message that ended without a result (status FAILED or INCOMPLETE).
+
+    :param message: the finished message.
+    :param endpoint: the call that observed it, for the error text.
+    """
+    if message.status is MessageStatus.INCOMPLETE:
+        return NextLegJobIncompleteError(
+            "the job did not finish within expireMins and is reported incomplete",
+            code=None,
+            retryable=True,
+            endpoint=endpoint,
+            message_id=message.message_id,
+            advice="Retrying the task submits a new job; raise expire_mins if jobs need longer.",
+        )
+    if message.status is not MessageStatus.FAILED:
+        raise ValueError(f"message {message.message_id} is {message.status.value}, not failed or incomplete")
+    error_class = NextLegJobFailedError if message.retryable else NextLegJobFailedTerminalError
+    then = "Retrying the task submits a new job." if message.retryable else "Airflow will not retry it."
+    return error_class(
+        f"the job failed with {message.error_code}",
+        code=message.error_code,
+        retryable=message.retryable,
+        endpoint=endpoint,
+        message_id=message.message_id,
+        advice=f"{message.advice} {then}",
+    )

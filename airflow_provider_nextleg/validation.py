@@ -1,0 +1,233 @@
+"""Checks of the arguments of NextLeg calls, made before anything is sent.
+
+The hook runs them on every call; operators run the same ones in their own validation, so a bad
+argument fails the task before a paid job is started. Each check returns the value to send and raises
+:class:`~airflow_provider_nextleg.exceptions.NextLegInputError` (a ``ValueError`` and an
+``AirflowFailException``) naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from airflow_provider_nextleg.exceptions import NextLegInputError
+
+MAX_PROMPT_LENGTH = 4000
+"""Longest prompt accepted. NextLeg forwards prompts to Midjourney as Discord messages, and 4000
+characters is the most any Discord message can carry; a longer prompt cannot reach Midjourney whole."""
+
+MAX_MESSAGE_ID_LENGTH = 128
+"""Longest message id accepted; NextLeg's ids are 20 characters (Firestore document ids)."""
+
+CUSTOM_ZOOM_BUTTON = "Custom Zoom"
+SLASH_COMMANDS = ("relax", "fast", "private", "stealth")
+MIN_BLEND_URLS, MAX_BLEND_URLS = 2, 5
+MIN_ZOOM, MAX_ZOOM = 1.0, 2.0
+
+# RFC 3986 unreserved characters: a message id goes into the URL path as it is, so nothing that needs
+# escaping (and nothing that changes the path: '/', '?', '#', '..') is accepted.
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9._~-]+")
+_ASPECT_RATIO = re.compile(r"([0-9]+):([0-9]+)")
+
+
+def _fail(problem: str, fix: str) -> NextLegInputError:
+    return NextLegInputError(problem, advice=f"{fix} Nothing was sent to NextLeg.")
+
+
+def check_prompt(prompt: object, *, name: str = "prompt") -> str:
+    """
+    A prompt: a non-blank string of at most :data:`MAX_PROMPT_LENGTH` characters, sent as given.
+
+    :param prompt: the prompt.
+    :param name: the argument's name, for the message.
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _fail(f"{name} is empty or not a string ({type(prompt).__name__})", f"Give a non-blank {name}.")
+    if len(prompt) > MAX_PROMPT_LENGTH:
+        raise _fail(
+            f"{name} has {len(prompt)} characters, over the {MAX_PROMPT_LENGTH} a Discord message carries",
+            f"Shorten the {name}.",
+        )
+    return prompt
+
+
+def check_text(value: object, *, name: str) -> str:
+    """
+    A required free-form string (a button label, a settings toggle): non-blank, sent verbatim.
+
+    :param value: the string.
+    :param name: the argument's name, for the message.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(
+            f"{name} is empty or not a string ({type(value).__name__})",
+            f"Give the {name} exactly as NextLeg listed it.",
+        )
+    return value
+
+
+def check_message_id(message_id: object, *, name: str = "message_id") -> str:
+    """
+    A message id as NextLeg returns them; only URL-safe characters, since it becomes part of a URL path.
+
+    :param message_id: the id.
+    :param name: the argument's name, for the message.
+    """
+    if (
+        not isinstance(message_id, str)
+        or not _MESSAGE_ID.fullmatch(message_id)
+        or ".." in message_id
+        or len(message_id) > MAX_MESSAGE_ID_LENGTH
+    ):
+        raise _fail(
+            f"{name} {message_id!r:.80} is not a NextLeg message id",
+            f"Pass the messageId (or buttonMessageId) NextLeg returned: letters, digits and '._~-' only, "
+            f"at most {MAX_MESSAGE_ID_LENGTH} characters, no '/', '?', '#', '..' or spaces.",
+        )
+    return message_id
+
+
+def check_url(url: object, *, name: str) -> str:
+    """
+    An http(s) URL with a host (an image to describe or blend, a webhook).
+
+    :param url: the URL.
+    :param name: the argument's name, for the message.
+    """
+    if isinstance(url, str) and not any(character.isspace() for character in url):
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            parts = None
+        if parts and parts.scheme in ("http", "https") and parts.hostname:
+            return url
+    raise _fail(
+        f"{name} {url!r:.120} is not an http(s) URL", f"Give {name} as a full http:// or https:// URL."
+    )
+
+
+def check_blend_urls(urls: object) -> list[str]:
+    """
+    The images of a blend: a list of :data:`MIN_BLEND_URLS` to :data:`MAX_BLEND_URLS` http(s) URLs.
+
+    :param urls: the URLs.
+    """
+    if isinstance(urls, str) or not isinstance(urls, list | tuple):
+        raise _fail(
+            f"urls must be a list of URLs, got {type(urls).__name__}", "Pass the image URLs as a list."
+        )
+    if not MIN_BLEND_URLS <= len(urls) <= MAX_BLEND_URLS:
+        raise _fail(
+            f"a blend takes {MIN_BLEND_URLS} to {MAX_BLEND_URLS} images, got {len(urls)}",
+            f"Pass between {MIN_BLEND_URLS} and {MAX_BLEND_URLS} image URLs.",
+        )
+    return [check_url(url, name=f"urls[{index}]") for index, url in enumerate(urls)]
+
+
+def check_zoom(zoom: object) -> float:
+    """
+    The Custom Zoom factor: a number from :data:`MIN_ZOOM` to :data:`MAX_ZOOM` (a bool is not a number).
+
+    :param zoom: the factor.
+    """
+    if isinstance(zoom, bool) or not isinstance(zoom, int | float) or not MIN_ZOOM <= zoom <= MAX_ZOOM:
+        raise _fail(
+            f"zoom {zoom!r:.40} is not a number from {MIN_ZOOM:g} to {MAX_ZOOM:g}",
+            f"Pass zoom as a number between {MIN_ZOOM:g} and {MAX_ZOOM:g}, e.g. 1.5.",
+        )
+    return float(zoom)
+
+
+def check_aspect_ratio(ar: object) -> str:
+    """
+    An aspect ratio ``W:H`` of two positive integers, e.g. ``16:9``.
+
+    :param ar: the ratio.
+    """
+    match = _ASPECT_RATIO.fullmatch(ar) if isinstance(ar, str) else None
+    if match is None or int(match[1]) == 0 or int(match[2]) == 0:
+        raise _fail(
+            f"ar {ar!r:.40} is not an aspect ratio W:H", "Pass ar as two positive integers, e.g. '16:9'."
+        )
+    return match[0]
+
+
+def check_custom_zoom(button: str, zoom: object, ar: object, prompt: object) -> None:
+    """
+    The Custom Zoom options: ``zoom`` is required with that button, and ``zoom``, ``ar``, ``prompt``
+    belong to it alone.
+
+    :param button: the button pressed.
+    :param zoom: the zoom factor, or ``None``.
+    :param ar: the aspect ratio, or ``None``.
+    :param prompt: the replacement prompt, or ``None``.
+    """
+    if button != CUSTOM_ZOOM_BUTTON:
+        given = [
+            name for name, value in (("zoom", zoom), ("ar", ar), ("prompt", prompt)) if value is not None
+        ]
+        if given:
+            raise _fail(
+                f"{', '.join(given)} only go with the {CUSTOM_ZOOM_BUTTON!r} button, not {button!r}",
+                f"Drop {', '.join(given)}, or press {CUSTOM_ZOOM_BUTTON!r}.",
+            )
+        return
+    if zoom is None:
+        raise _fail(f"the {CUSTOM_ZOOM_BUTTON!r} button needs zoom", "Pass zoom, a number from 1 to 2.")
+    check_zoom(zoom)
+    if ar is not None:
+        check_aspect_ratio(ar)
+    if prompt is not None:
+        check_prompt(prompt)
+
+
+def check_slash_command(cmd: object) -> str:
+    """
+    A slash command NextLeg runs: one of :data:`SLASH_COMMANDS`.
+
+    :param cmd: the command, without the slash.
+    """
+    if isinstance(cmd, str) and cmd in SLASH_COMMANDS:
+        return cmd
+    raise _fail(
+        f"{cmd!r:.40} is not a slash command NextLeg runs", f"Use one of {', '.join(SLASH_COMMANDS)}."
+    )
+
+
+def check_expire_mins(expire_mins: object) -> int:
+    """
+    The minutes after which an unfinished job is reported incomplete: a positive integer.
+
+    :param expire_mins: the minutes.
+    """
+    if isinstance(expire_mins, bool) or not isinstance(expire_mins, int) or expire_mins < 1:
+        raise _fail(
+            f"expire_mins {expire_mins!r:.40} is not a positive integer", "Pass whole minutes, e.g. 12."
+        )
+    return expire_mins
+
+
+def check_ref(ref: object) -> str:
+    """
+    A ``ref`` (any string; NextLeg echoes it in the result and the webhook).
+
+    :param ref: the reference.
+    """
+    if not isinstance(ref, str):
+        raise _fail(
+            f"ref must be a string, got {type(ref).__name__}", "Pass ref as a string, e.g. json.dumps(...)."
+        )
+    return ref
+
+
+def check_flag(value: object, *, name: str) -> bool:
+    """
+    A yes/no option: a bool, not a string such as ``"false"`` (which would read as true).
+
+    :param value: the option.
+    :param name: the argument's name, for the message.
+    """
+    if not isinstance(value, bool):
+        raise _fail(f"{name} must be True or False, got {value!r:.40}", f"Pass {name} as a bool.")
+    return value
