@@ -1,0 +1,134 @@
+"""Pictures the emulator serves: deterministic, cheap, and telling a person what happened.
+
+A tile's colours and shapes come from a hash of the prompt, the job's seed and the tile's index, so the
+same job always draws the same picture and two prompts never look alike. Every picture carries its prompt
+and a label (``imagine``, ``V1``, ``U2``, ``Zoom Out 2x``...) so a person looking at a pipeline's output can
+see which button produced it. Rendering happens only when an image is downloaded, behind a small LRU cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import textwrap
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+GRID_SIZE = 512
+QUADRANT_SIZE = 512
+UPSCALE_SIZE = 1024
+PROGRESS_SIZE = 256
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything a picture is drawn from.
+
+    :param kind: ``grid`` (four tiles, numbered 1 to 4 like the bot's grid) or ``tile`` (one image).
+    :param prompt: the prompt written on the picture and hashed into its colours.
+    :param seed: the job's seed, hashed into the colours too.
+    :param label: what produced the picture, drawn large.
+    :param size: width and height in pixels.
+    :param index: which tile of its grid a ``tile`` is (0 to 3), so an upscale looks like its quadrant.
+    :param progress: below 100 the picture is blurred and faded as an unfinished job's preview.
+    """
+
+    kind: Literal["grid", "tile"]
+    prompt: str
+    seed: str
+    label: str
+    size: int
+    index: int = 0
+    progress: int = 100
+
+
+def render_png(spec: ImageSpec) -> bytes:
+    """The PNG bytes of ``spec``, rendered on first use and then served from the cache."""
+    return _render_cached(spec)
+
+
+@lru_cache(maxsize=64)
+def _render_cached(spec: ImageSpec) -> bytes:
+    image = _grid(spec) if spec.kind == "grid" else _tile(spec.prompt, spec.seed, spec.index, spec.size)
+    _caption(image, spec.label, spec.prompt)
+    if spec.progress < 100:
+        image = image.filter(
+            ImageFilter.GaussianBlur(radius=max(1, (100 - spec.progress) * spec.size // 800))
+        )
+        _caption(image, f"{spec.progress}%", "")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _grid(spec: ImageSpec) -> Image.Image:
+    half = spec.size // 2
+    grid = Image.new("RGB", (spec.size, spec.size))
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=max(12, half // 8))
+    for index in range(4):
+        left, top = (index % 2) * half, (index // 2) * half
+        grid.paste(_tile(spec.prompt, spec.seed, index, half), (left, top))
+        # The bot numbers a grid's images 1 to 4, left to right then top to bottom (U1..U4, V1..V4).
+        draw.text(
+            (left + half - half // 20, top + half // 20),
+            str(index + 1),
+            font=font,
+            anchor="ra",
+            fill="white",
+            stroke_width=2,
+            stroke_fill="black",
+        )
+    return grid
+
+
+def _tile(prompt: str, seed: str, index: int, size: int) -> Image.Image:
+    digest = hashlib.sha256(f"{prompt}\0{seed}\0{index}".encode()).digest()
+    top = Image.new("RGB", (size, size), _colour(digest, 0))
+    bottom = Image.new("RGB", (size, size), _colour(digest, 3))
+    gradient = Image.linear_gradient("L").resize((size, size)).rotate(digest[6] % 4 * 90)
+    image = Image.composite(top, bottom, gradient)
+    draw = ImageDraw.Draw(image)
+    for shape in range(6):
+        x, y, w, h = (digest[7 + shape * 4 + i] * size // 255 for i in range(4))
+        box = (x - w // 2, y - h // 2, x + w // 2, y + h // 2)
+        fill = _colour(digest, 8 + shape * 3)
+        if shape % 3 == 0:
+            draw.ellipse(box, fill=fill)
+        elif shape % 3 == 1:
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.polygon([(x, box[1]), (box[2], box[3]), (box[0], box[3])], fill=fill)
+    return image
+
+
+def _colour(digest: bytes, offset: int) -> tuple[int, int, int]:
+    return digest[offset % 32], digest[(offset + 1) % 32], digest[(offset + 2) % 32]
+
+
+def _caption(image: Image.Image, label: str, prompt: str) -> None:
+    """Draw ``label`` large in the top-left corner and ``prompt`` in a dark band at the bottom."""
+    draw = ImageDraw.Draw(image)
+    size = image.width
+    margin, label_px, prompt_px = size // 40, max(12, size // 10), max(10, size // 32)
+    draw.text(
+        (margin, margin),
+        label,
+        font=ImageFont.load_default(size=label_px),
+        fill="white",
+        stroke_width=max(1, size // 200),
+        stroke_fill="black",
+    )
+    if prompt:
+        lines = textwrap.wrap(prompt, width=48)[:3]
+        band = (len(lines) + 1) * prompt_px
+        draw.rectangle((0, size - band, size, size), fill=(0, 0, 0))
+        draw.multiline_text(
+            (margin, size - band + prompt_px // 2),
+            "\n".join(lines),
+            font=ImageFont.load_default(size=prompt_px),
+            fill="white",
+        )
