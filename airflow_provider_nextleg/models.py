@@ -337,7 +337,8 @@ class Message:
             inner = payload  # the flat form of the docs, and webhook bodies
         raw_progress = payload.get("progress")
         content = inner.get("content")
-        code = content if isinstance(content, str) and _CODE_PATTERN.fullmatch(content) else None
+        is_code = isinstance(content, str) and (content in _KNOWN_CODES or _CODE_PATTERN.fullmatch(content))
+        code = content if is_code else None
 
         progress: int | None = None
         if raw_progress == "incomplete":

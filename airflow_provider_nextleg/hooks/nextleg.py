@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -23,7 +23,8 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from urllib3.exceptions import ConnectTimeoutError
 
@@ -51,9 +52,6 @@ from airflow_provider_nextleg.get_provider_info import (
 )
 from airflow_provider_nextleg.models import Message, NaughtyResult, SubmitResult, parse_seed
 from airflow_provider_nextleg.ratelimit import RateLimiter, account_key, rate_limiter_for
-
-if TYPE_CHECKING:
-    from tenacity.wait import wait_base
 
 T = TypeVar("T")
 
@@ -230,8 +228,10 @@ def _imagine_call(
     prompt: str, ref: str | None, webhook_override: str | None, ignore_prefilter: bool | None
 ) -> _Call[SubmitResult]:
     body = {"msg": validation.check_prompt(prompt), **_options(ref, webhook_override)}
-    if ignore_prefilter is not None:
-        body["ignorePrefilter"] = validation.check_flag(ignore_prefilter, name="ignore_prefilter")
+    # The docs send the string "true"; "false" would read as true to a truthiness check, so False is
+    # sent as no field at all (the prefilter's default).
+    if ignore_prefilter is not None and validation.check_flag(ignore_prefilter, name="ignore_prefilter"):
+        body["ignorePrefilter"] = "true"
     return _submission("POST", "/v2/imagine", body, ref=ref)
 
 
@@ -466,12 +466,10 @@ class NextLegHook(BaseHook):
 
     def _retrying(self) -> dict[str, Any]:
         """The retry policy, the same for both faces (tenacity's ``Retrying`` and ``AsyncRetrying``)."""
-        backoff: wait_base = wait_exponential_jitter(
-            initial=self.retry_wait, max=MAX_BACKOFF, jitter=self.retry_wait
-        )
         return {
             "stop": stop_after_attempt(self.max_attempts),
-            "wait": backoff,
+            "wait": wait_exponential(multiplier=self.retry_wait, max=MAX_BACKOFF)
+            + wait_random(0, self.retry_wait),
             "retry": retry_if_exception_type(_RETRYABLE),
             "before_sleep": self._log_retry,
             "retry_error_callback": _give_up,
@@ -558,7 +556,8 @@ class NextLegHook(BaseHook):
         :param prompt: the prompt; may start with image URLs and carry flags such as ``--ar 16:9``.
         :param ref: any string, echoed in the result and the webhook: the way to recognise the job.
         :param webhook_override: a URL that receives the result instead of the account's webhook.
-        :param ignore_prefilter: skip the banned-phrase prefilter (its refusal is a 400).
+        :param ignore_prefilter: True skips the banned-phrase prefilter, whose refusal is a 400
+            (sent as ``"ignorePrefilter": "true"``, the documented form).
         """
         return self._request(_imagine_call(prompt, ref, webhook_override, ignore_prefilter))
 
@@ -829,4 +828,8 @@ def _answer(call: _Call[T], settings: _Settings, status: int, headers: Mapping[s
     try:
         return call.parse(json.loads(body))
     except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        if call.submits_job:  # accepted, most likely, but under an id nobody can read
+            raise NextLegSubmissionUncertainError(
+                f"the answer to the submission cannot be read ({exc})", ref=call.ref, **where
+            ) from None
         raise NextLegMalformedResponseError(f"the answer is not what the API sends: {exc}", **where) from None

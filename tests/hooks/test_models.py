@@ -1,0 +1,281 @@
+"""Parsing of the API's answers, on payloads recorded from the service and its documentation."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from airflow_provider_nextleg.models import (
+    ErrorCode,
+    ErrorKind,
+    Message,
+    MessageStatus,
+    NaughtyResult,
+    SubmitResult,
+    parse_seed,
+    parse_timestamp,
+)
+
+# The seed's log (000): a finished imagine, wrapped in "response".
+DONE_IMAGINE = {
+    "progress": 100,
+    "response": {
+        "accountId": "-------",
+        "createdAt": "2023-09-02T21:26:03.879Z",
+        "originatingMessageId": "ptbpfClHNs9OgbqvN0H6",
+        "buttons": ["U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4"],
+        "imageUrl": "https://cdn.discordapp.com/attachments/slug/slug2/prompt.png",
+        "imageUrls": [f"https://cdn.example.com/hash/0_{i}.png" for i in range(4)],
+        "description": "",
+        "type": "imagine",
+        "content": "A Rhinoceros in the Amazon with sun shining through, photorealistic, 4k",
+        "responseAt": "2023-09-02T21:26:04.205Z",
+        "buttonMessageId": "pjOBnA96E5nPM5zuLnDI",
+    },
+}
+
+# The documentation's flat form (003), with a Firestore timestamp.
+DONE_FLAT = {
+    "createdAt": {"_nanoseconds": 215000000, "_seconds": 1678840347},
+    "buttons": ["U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4"],
+    "type": "button",
+    "imageUrl": "your-image-url",
+    "buttonMessageId": "OtfxNzfMIKBPVE1aP4u4",
+    "originatingMessageId": "your-message-id",
+    "content": "your-original-prompt",
+    "ref": "",
+    "responseAt": "2023-04-04T13:06:01.927Z",
+}
+
+# The seed button's result (004): no buttonMessageId, a seed.
+SEED_RESULT = {"seed": "1317396497", "content": "your-original-prompt", "ref": "", "responseAt": "x"}
+
+
+class TestMessageStates:
+    def test_done_imagine_wrapped(self):
+        message = Message.from_api(DONE_IMAGINE, "ptbpfClHNs9OgbqvN0H6")
+        assert message.status is MessageStatus.DONE
+        assert message.status.is_terminal
+        assert message.progress == 100
+        assert message.button_message_id == "pjOBnA96E5nPM5zuLnDI"
+        assert message.buttons[4] == "🔄"
+        assert len(message.image_urls) == 4
+        assert message.type == "imagine"
+        assert message.error_code is None
+        assert not message.retryable
+        assert message.advice == ""
+
+    def test_done_flat_without_progress(self):
+        message = Message.from_api(DONE_FLAT, "your-message-id")
+        assert message.status is MessageStatus.DONE
+        assert message.progress is None
+        assert message.ref is None  # an empty ref is no ref
+        assert message.originating_message_id == "your-message-id"
+
+    def test_seed_result_counts_as_done(self):
+        message = Message.from_api({"progress": 100, "response": SEED_RESULT}, "m1")
+        assert message.status is MessageStatus.DONE
+        assert message.seed == "1317396497"
+
+    @pytest.mark.parametrize(
+        ("payload", "status", "progress"),
+        [
+            pytest.param(
+                {
+                    "progress": 0,
+                    "progressImageUrl": None,
+                    "response": {"content": "JOB_QUEUED", "originatingMessageId": "m1"},
+                },
+                MessageStatus.QUEUED,
+                0,
+                id="emulator-queued",
+            ),
+            pytest.param({"progress": 0, "progressImageUrl": None}, MessageStatus.QUEUED, 0, id="plain-zero"),
+            pytest.param(
+                {"progress": 31, "progressImageUrl": "https://cdn/x_grid_0.webp"},
+                MessageStatus.RUNNING,
+                31,
+                id="running",
+            ),
+            pytest.param({"progress": "62"}, MessageStatus.RUNNING, 62, id="numeric-string"),
+            pytest.param({"progress": "93.5"}, MessageStatus.RUNNING, 93, id="decimal-string"),
+            pytest.param({"progress": 45.0}, MessageStatus.RUNNING, 45, id="float"),
+            pytest.param({"progress": "incomplete"}, MessageStatus.INCOMPLETE, None, id="incomplete"),
+        ],
+    )
+    def test_unfinished_states(self, payload, status, progress):
+        message = Message.from_api(payload, "m1")
+        assert message.status is status
+        assert message.progress == progress
+        assert message.error_code is None
+        assert message.status.is_terminal is (status is MessageStatus.INCOMPLETE)
+
+    def test_running_keeps_progress_image(self):
+        message = Message.from_api({"progress": 31, "progressImageUrl": "https://cdn/p.webp"}, "m1")
+        assert message.progress_image_url == "https://cdn/p.webp"
+
+    @pytest.mark.parametrize(
+        ("code", "retryable"),
+        [
+            ("QUEUE_FULL", True),
+            ("BOT_TOOK_TOO_LONG_TO_PROCESS_YOUR_COMMAND", True),
+            ("FAILED_TO_PROCESS_YOUR_COMMAND", True),
+            ("FAILED_TO_REQUEST", True),
+            ("INTERNAL_ERROR", True),
+            ("MODERATION_OUTAGE", True),
+            ("NO_FAST_HOURS", False),
+            ("BANNED_PROMPT", False),
+            ("BLOCKED", False),
+            ("IMAGE_BLOCKED", False),
+            ("INVALID_PARAMETER", False),
+            ("INVALID_LINK", False),
+            ("BUTTON_NOT_FOUND", False),
+            ("JOB_ACTION_RESTRICTED", False),
+            ("ALREADY_REQUESTED_UPSCALE", False),
+            ("APPEAL_ACCEPTED", False),
+            ("APPEAL_REJECTED", False),
+            ("PLEASE_SUBSCRIBE_TO_MJ_IN_YOUR_DASHBOARD", False),
+        ],
+    )
+    def test_failed_job_reaches_progress_100(self, code, retryable):
+        payload = {"progress": 100, "response": {"content": code, "originatingMessageId": "m1", "type": "imagine"}}
+        message = Message.from_api(payload, "m1")
+        assert message.status is MessageStatus.FAILED
+        assert message.error_code == code
+        assert message.error is ErrorCode(code)
+        assert message.retryable is retryable
+        assert message.advice == ErrorCode(code).advice
+
+    def test_error_code_reported_before_progress_100(self):
+        message = Message.from_api({"progress": 0, "response": {"content": "QUEUE_FULL"}}, "m1")
+        assert message.status is MessageStatus.FAILED
+        assert message.retryable
+
+    def test_unknown_code_on_finished_message_is_a_terminal_failure(self):
+        message = Message.from_api({"progress": 100, "response": {"content": "SOME_NEW_CODE"}}, "m1")
+        assert message.status is MessageStatus.FAILED
+        assert message.error is None
+        assert not message.retryable
+        assert "does not know" in message.advice
+
+    def test_prompt_that_looks_like_a_code_is_not_a_failure(self):
+        payload = json.loads(json.dumps(DONE_IMAGINE))
+        payload["response"]["content"] = "BLOCKED"
+        assert Message.from_api(payload, "m1").status is MessageStatus.DONE
+        running = {"progress": 40, "response": {"content": "HELLO_WORLD"}}
+        assert Message.from_api(running, "m1").status is MessageStatus.RUNNING
+
+    def test_describe_and_info_content(self):
+        describe = {"progress": 100, "response": {"type": "describe", "buttonMessageId": "b", "content": ["a", "b"]}}
+        assert Message.from_api(describe, "m1").content == ["a", "b"]
+        info = {"progress": 100, "response": {"type": "info", "buttonMessageId": "b", "content": {"Job Mode": "Fast"}}}
+        assert Message.from_api(info, "m1").content == {"Job Mode": "Fast"}
+
+    def test_incomplete_is_retryable_with_advice(self):
+        message = Message.from_api({"progress": "incomplete"}, "m1")
+        assert message.retryable
+        assert "expireMins" in message.advice
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            pytest.param([], id="not-an-object"),
+            pytest.param({"progress": 100}, id="done-without-response"),
+            pytest.param({"progress": 100, "response": {"content": "a cat"}}, id="done-without-button-id"),
+            pytest.param({}, id="nothing"),
+            pytest.param({"progress": "soon"}, id="progress-not-a-number"),
+            pytest.param({"progress": True}, id="progress-bool"),
+            pytest.param({"progress": 100, "response": {"buttonMessageId": "b", "buttons": "U1"}}, id="buttons-str"),
+            pytest.param({"progress": 100, "response": {"buttonMessageId": "b", "content": 5}}, id="content-int"),
+            pytest.param({"progress": 100, "response": {"buttonMessageId": ["b"]}}, id="button-id-list"),
+        ],
+    )
+    def test_malformed(self, payload):
+        with pytest.raises(ValueError, match=r"\w"):
+            Message.from_api(payload, "m1")
+
+
+class TestXCom:
+    def test_round_trip_is_json_safe(self):
+        message = Message.from_api(DONE_IMAGINE, "ptbpfClHNs9OgbqvN0H6")
+        data = json.loads(json.dumps(message.to_xcom()))
+        assert set(data) == {
+            "message_id",
+            "button_message_id",
+            "buttons",
+            "image_url",
+            "image_urls",
+            "content",
+            "type",
+            "seed",
+            "ref",
+            "status",
+            "error_code",
+        }
+        assert data["status"] == "done"
+        again = Message.from_xcom(data)
+        assert again.to_xcom() == data
+        assert again.buttons == message.buttons
+
+    def test_failed_round_trip_keeps_the_code(self):
+        message = Message.from_api({"progress": 100, "response": {"content": "NO_FAST_HOURS"}}, "m1")
+        again = Message.from_xcom(message.to_xcom())
+        assert again.status is MessageStatus.FAILED
+        assert again.error is ErrorCode.NO_FAST_HOURS
+
+
+class TestSmallResults:
+    def test_submit_iso(self):
+        result = SubmitResult.from_api(
+            {"success": True, "messageId": "your-message-id", "createdAt": "2023-04-04T13:07:01.927Z"}
+        )
+        assert result.message_id == "your-message-id"
+        assert result.created_at == datetime(2023, 4, 4, 13, 7, 1, 927000, tzinfo=timezone.utc)
+
+    def test_submit_firestore_timestamp(self):
+        result = SubmitResult.from_api(
+            {"success": True, "messageId": "m", "createdAt": {"_seconds": 1678840347, "_nanoseconds": 215000000}}
+        )
+        assert result.created_at == datetime.fromtimestamp(1678840347.215, tz=timezone.utc)
+
+    @pytest.mark.parametrize(
+        "payload",
+        [{"success": False, "msg": "Invalid phrase"}, {"success": True}, {"messageId": ""}, "ok", None],
+    )
+    def test_submit_malformed(self, payload):
+        with pytest.raises(ValueError, match="messageId|object"):
+            SubmitResult.from_api(payload)
+
+    @pytest.mark.parametrize("value", ["yesterday", 42, None, {"seconds": 1}, ""])
+    def test_timestamps_are_informational(self, value):
+        assert parse_timestamp(value) is None
+
+    def test_naughty(self):
+        assert NaughtyResult.from_api({"isNaughty": True, "phrase": "gore"}) == NaughtyResult(True, "gore")
+        assert NaughtyResult.from_api({"isNaughty": False}) == NaughtyResult(False, None)
+        with pytest.raises(ValueError, match="isNaughty"):
+            NaughtyResult.from_api({"isNaughty": "no"})
+
+    def test_seed(self):
+        assert parse_seed({"seed": "1317396497"}) == "1317396497"
+        assert parse_seed({"seed": 1317396497}) == "1317396497"
+        with pytest.raises(ValueError, match="seed"):
+            parse_seed({"content": "x"})
+
+
+class TestErrorCodeTable:
+    def test_every_code_has_kind_and_advice(self):
+        for code in ErrorCode:
+            assert isinstance(code.kind, ErrorKind)
+            assert code.advice.endswith(".")
+        assert ErrorCode.JOB_QUEUED.kind is ErrorKind.WAITING
+        assert not ErrorCode.JOB_QUEUED.retryable
+
+    def test_status_terminality(self):
+        assert {status for status in MessageStatus if status.is_terminal} == {
+            MessageStatus.DONE,
+            MessageStatus.FAILED,
+            MessageStatus.INCOMPLETE,
+        }
