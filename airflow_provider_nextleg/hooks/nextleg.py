@@ -466,10 +466,10 @@ class NextLegHook(BaseHook):
 
     def _retrying(self) -> dict[str, Any]:
         """The retry policy, the same for both faces (tenacity's ``Retrying`` and ``AsyncRetrying``)."""
+        backoff = wait_exponential(multiplier=self.retry_wait, max=MAX_BACKOFF)
         return {
             "stop": stop_after_attempt(self.max_attempts),
-            "wait": wait_exponential(multiplier=self.retry_wait, max=MAX_BACKOFF)
-            + wait_random(0, self.retry_wait),
+            "wait": backoff + wait_random(0, self.retry_wait),  # jitter spreads callers that failed together
             "retry": retry_if_exception_type(_RETRYABLE),
             "before_sleep": self._log_retry,
             "retry_error_callback": _give_up,
