@@ -237,3 +237,31 @@ def job_failure(message: Message, *, endpoint: str | None = None) -> NextLegJobF
         message_id=message.message_id,
         advice=f"{message.advice} {then}",
     )
+
+
+class NextLegWaitError(NextLegError):
+    """
+    Waiting for a job ended without its result: the deadline passed, or polling met an error that no
+    patience mends (a refused token, an unknown message id).
+
+    After a deadline the job itself may still finish: the API has no cancel. A task retry resumes the
+    same job where Airflow keeps task state (3.3 and later).
+    """
+
+    advice = ""
+
+    @classmethod
+    def from_event(cls, event: dict) -> NextLegWaitError:
+        """
+        The error a trigger's ``timeout`` or ``error`` event stands for; terminal when it says so.
+
+        :param event: the event's payload (``error``, ``message_id``, ``terminal``).
+        """
+        error_class = NextLegWaitTerminalError if event.get("terminal") else NextLegWaitError
+        return error_class(
+            str(event.get("error") or "the wait ended without a result"), message_id=event.get("message_id")
+        )
+
+
+class NextLegWaitTerminalError(NextLegWaitError, AirflowFailException):
+    """A wait that ended on an error no retry can mend (e.g. the token was refused)."""

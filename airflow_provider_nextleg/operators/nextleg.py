@@ -1,0 +1,477 @@
+"""Operators that start NextLeg jobs (imagine, button presses, describe, blend) and wait for their results.
+
+Each job operator checks its arguments before anything is sent, submits one job, and by default waits
+for it: deferred to the triggerer (no worker slot held) or, where there is no triggerer, by running the
+same trigger on the worker. The finished result is returned as a small JSON XCom (see
+:meth:`~airflow_provider_nextleg.models.Message.to_xcom`), so the next operator takes ``upstream.output``.
+
+**Retries never pay twice.** On Airflow 3.3 and later the submitted message id is kept in the task
+instance's ``task_state_store``, which survives retries: a retry whose job is still running waits for
+it again, one whose job already finished returns that result, and only a job that failed or expired is
+submitted anew. A stored id is used only for the same request (a changed prompt or button submits
+afresh), and it is removed when the task succeeds, so clearing a finished task to regenerate starts a
+new job. Airflow 3.1 and 3.2 have no task state store: there, every try submits a new job.
+
+**Killing a task does not stop its job.** The API has no cancel call: ``on_kill`` (a task marked failed
+or success, or cleared, while it runs) and a framework timeout leave the job running at Midjourney, and
+it is paid for; it finishes on its own and its result stays readable by message id (it is in the task's
+``nextleg_message_id`` XCom and the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator, BaseOperatorLink, conf
+from airflow.sdk.execution_time.xcom import XCom
+
+from airflow_provider_nextleg import validation
+from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegNotFoundError
+from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.models import Message, MessageStatus, SubmitResult
+from airflow_provider_nextleg.triggers.nextleg import (
+    NextLegMessageTrigger,
+    read_event,
+    wait_in_process,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+IMAGE_URL_XCOM_KEY = "nextleg_image_url"
+MESSAGE_ID_XCOM_KEY = "nextleg_message_id"
+STATE_KEY = "nextleg_job"
+"""The task state store key holding ``{"message_id", "request"}`` of the job this task instance submitted."""
+
+SEED_BUTTON = "✉️"
+"""The button that returns a finished job's seed; NextLeg accepts it on any finished image result."""
+
+
+def _default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def as_seconds(value: timedelta | float | None) -> float | None:
+    """A duration given as a ``timedelta`` or as seconds, in seconds."""
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+class NextLegImageLink(BaseOperatorLink):
+    """Opens the finished job's image (the grid, or the upscale) from the task in the Airflow UI."""
+
+    name = "NextLeg image"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """The image URL the task pushed when its job finished; empty before that."""
+        return XCom.get_value(key=IMAGE_URL_XCOM_KEY, ti_key=ti_key) or ""
+
+
+class NextLegJobOperator(BaseOperator):
+    """
+    Base of the operators that start one NextLeg job and wait for its result.
+
+    Subclasses say what to check (:meth:`check_inputs`), what to send (:meth:`submit`) and which
+    arguments make up the request (:meth:`request_fingerprint`); this class does the rest.
+
+    :param nextleg_conn_id: the nextleg connection.
+    :param ref: your own reference for the job. NextLeg echoes ``ref`` in the result and the webhook;
+        this operator sends a JSON object naming the task instance that submitted (dag, run, task, map
+        index, try) with your ``ref`` under ``"ref"``, so every job can be traced back to its task.
+    :param webhook_override: a URL that receives the result instead of the account's webhook.
+    :param wait_for_completion: wait for the job and return its result (the default); otherwise return
+        ``{"message_id": ...}`` as soon as it is submitted.
+    :param deferrable: wait in the triggerer, holding no worker slot; the default comes from
+        ``[operators] default_deferrable``. Otherwise the worker runs the same wait itself.
+    :param poll_interval: seconds between two polls of the job.
+    :param wait_timeout: how long to wait for the job at most (``timedelta`` or seconds; ``None`` waits
+        as long as the job runs, which NextLeg bounds by ``expire_mins``). Kept as an absolute deadline,
+        so a restarted triggerer does not restart the clock.
+    :param expire_mins: minutes after which NextLeg reports an unfinished job incomplete; ``None``
+        takes the connection's (12 by default).
+    """
+
+    template_fields: Sequence[str] = ("ref", "webhook_override")
+    operator_extra_links = (NextLegImageLink(),)
+    ui_color = "#f2e6ff"
+    endpoint: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        nextleg_conn_id: str = NextLegHook.default_conn_name,
+        ref: str | None = None,
+        webhook_override: str | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool | None = None,
+        poll_interval: float = 5.0,
+        wait_timeout: timedelta | float | None = timedelta(hours=1),
+        expire_mins: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.nextleg_conn_id = nextleg_conn_id
+        self.ref = ref
+        self.webhook_override = webhook_override
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = poll_interval
+        self.wait_timeout = as_seconds(wait_timeout)
+        self.expire_mins = expire_mins
+
+    @cached_property
+    def hook(self) -> NextLegHook:
+        """The hook of this task's connection."""
+        return NextLegHook(self.nextleg_conn_id)
+
+    # --- what subclasses provide -------------------------------------------------------------------
+
+    def check_inputs(self) -> None:
+        """Check the rendered arguments; raise ``NextLegInputError`` before anything is sent."""
+
+    def request_fingerprint(self) -> dict[str, Any]:
+        """The arguments that define the job: a stored job is reused only for the same ones."""
+        raise NotImplementedError
+
+    def submit(self, ref: str) -> SubmitResult:
+        """Start the job (one paid call).
+
+        :param ref: the ``ref`` to send.
+        """
+        raise NotImplementedError
+
+    # --- the job's life ----------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Check, then resume this task's job if a retry finds one, or submit a new one; then wait."""
+        self.check_inputs()
+        if self.ref is not None:
+            validation.check_ref(self.ref)
+        if self.webhook_override is not None:
+            validation.check_url(self.webhook_override, name="webhook_override")
+        if self.expire_mins is not None:
+            validation.check_expire_mins(self.expire_mins)
+        fingerprint = self._fingerprint()
+        earlier = self._earlier_job(context, fingerprint)
+        if earlier is not None and earlier.status is MessageStatus.DONE:
+            return self._finish(context, earlier)
+        if earlier is not None:
+            message_id = earlier.message_id
+        else:
+            message_id = self.submit(self._job_ref(context)).message_id
+            store = context.get("task_state_store")
+            if store is not None:
+                store.set(STATE_KEY, {"message_id": message_id, "request": fingerprint})
+            self.log.info("Submitted NextLeg job %s (%s).", message_id, self.endpoint)
+        context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
+        if not self.wait_for_completion:
+            return {"message_id": message_id}
+        return self._wait(context, message_id)
+
+    def _fingerprint(self) -> str:
+        request = {"endpoint": self.endpoint, **self.request_fingerprint()}
+        return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _earlier_job(self, context: Context, fingerprint: str) -> Message | None:
+        """
+        The job an earlier try of this task instance submitted, when it can still serve.
+
+        That is a job still running (wait for it) or done (reuse its result); ``None`` when there is
+        none to reuse: no task state store, a different request, a failed or expired job, an unknown id.
+        """
+        store = context.get("task_state_store")
+        stored = store.get(STATE_KEY) if store is not None else None
+        if not isinstance(stored, dict) or not isinstance(stored.get("message_id"), str):
+            return None
+        message_id = stored["message_id"]
+        if stored.get("request") != fingerprint:
+            self.log.info("The request changed since job %s was submitted: submitting a new job.", message_id)
+            return None
+        try:
+            message = self.hook.get_message(message_id, expire_mins=self.expire_mins)
+        except NextLegNotFoundError:
+            self.log.warning("NextLeg no longer knows job %s: submitting a new job.", message_id)
+            return None
+        if message.status is MessageStatus.DONE:
+            self.log.info("Job %s from an earlier try already finished: reusing its result.", message_id)
+            return message
+        if not message.status.is_terminal:
+            self.log.info(
+                "Job %s from an earlier try is still %s: waiting for it.", message_id, message.status.value
+            )
+            return message
+        self.log.info(
+            "Job %s from an earlier try ended %s (%s): submitting a new job.",
+            message_id,
+            message.status.value,
+            message.error_code or "no result",
+        )
+        return None
+
+    def _job_ref(self, context: Context) -> str:
+        ti = context["ti"]
+        ref: dict[str, Any] = {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "map_index": ti.map_index,
+            "try_number": ti.try_number,
+        }
+        if self.ref is not None:
+            ref["ref"] = self.ref
+        return json.dumps(ref, separators=(",", ":"))
+
+    def _trigger(self, message_id: str) -> NextLegMessageTrigger:
+        return NextLegMessageTrigger(
+            message_id=message_id,
+            nextleg_conn_id=self.nextleg_conn_id,
+            deadline=None if self.wait_timeout is None else time.time() + self.wait_timeout,
+            poll_interval=self.poll_interval,
+            expire_mins=self.expire_mins,
+        )
+
+    def _wait(self, context: Context, message_id: str) -> dict[str, Any]:
+        if self.deferrable:
+            self.log.info("Waiting for NextLeg job %s in the triggerer.", message_id)
+            self.defer(trigger=self._trigger(message_id), method_name="execute_complete")
+        self.log.info("Waiting for NextLeg job %s on this worker.", message_id)
+        return self.execute_complete(context, asyncio.run(wait_in_process(self._trigger(message_id))))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Turn the wait's event into the task's result, or its error (terminal codes are not retried)."""
+        return self._finish(context, read_event(event))
+
+    def _finish(self, context: Context, message: Message) -> dict[str, Any]:
+        ti = context["ti"]
+        ti.xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message.message_id)
+        if message.image_url:
+            ti.xcom_push(key=IMAGE_URL_XCOM_KEY, value=message.image_url)
+        store = context.get("task_state_store")
+        if store is not None:
+            store.delete(STATE_KEY)  # done: a clear of this task is a request for a new job
+        self.log.info(
+            "NextLeg job %s finished: %s%s",
+            message.message_id,
+            message.image_url or "no image",
+            f"; buttons: {', '.join(message.buttons)}" if message.buttons else "",
+        )
+        return message.to_xcom()
+
+
+class ImagineOperator(NextLegJobOperator):
+    """
+    Generate a 2x2 grid from a prompt (``POST /v2/imagine``).
+
+    :param prompt: the prompt (templated); may start with image URLs and carry flags (``--ar 16:9``).
+    :param ignore_prefilter: skip NextLeg's banned-phrase prefilter (Midjourney still moderates).
+    """
+
+    template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "prompt")
+    endpoint = "POST /v2/imagine"
+
+    def __init__(self, *, prompt: str, ignore_prefilter: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.ignore_prefilter = ignore_prefilter
+
+    def check_inputs(self) -> None:
+        """The rendered prompt must be non-blank and short enough."""
+        self.prompt = validation.check_prompt(self.prompt)
+        if self.ignore_prefilter is not None:
+            validation.check_flag(self.ignore_prefilter, name="ignore_prefilter")
+
+    def request_fingerprint(self) -> dict[str, Any]:
+        """The prompt and the prefilter choice."""
+        return {"prompt": self.prompt, "ignore_prefilter": self.ignore_prefilter}
+
+    def submit(self, ref: str) -> SubmitResult:
+        """Start the imagine job."""
+        return self.hook.imagine(
+            self.prompt,
+            ref=ref,
+            webhook_override=self.webhook_override,
+            ignore_prefilter=self.ignore_prefilter,
+        )
+
+
+class ButtonOperator(NextLegJobOperator):
+    """
+    Press a button on a finished result (``POST /v2/button``): ``V1``–``V4`` for variations, ``U1``–``U4``
+    to upscale, ``🔄`` to reroll, the upscale's ``Vary (Strong)``, ``Zoom Out 2x``, ``Custom Zoom``, ...;
+    ``✉️`` returns the job's seed (in the result's ``seed``).
+
+    Given an upstream result (``imagine.output``), the button is checked against the buttons that
+    result offers before anything is sent. Map it to press several:
+    ``ButtonOperator.partial(task_id="upscale", message=imagine.output).expand(button=["U1", "U2"])``.
+
+    :param message: the finished result to press the button on (an upstream operator's output), or its
+        button message id (then the button is checked by NextLeg only).
+    :param button: the button, exactly as the result lists it (emoji included).
+    :param prompt: ``Custom Zoom`` only: a prompt replacing the original.
+    :param zoom: ``Custom Zoom`` only, required there: the zoom factor, from 1 to 2.
+    :param ar: ``Custom Zoom`` only: the aspect ratio, e.g. ``"1:1"``.
+    """
+
+    template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "message", "button", "prompt")
+    endpoint = "POST /v2/button"
+
+    def __init__(
+        self,
+        *,
+        message: dict[str, Any] | str,
+        button: str,
+        prompt: str | None = None,
+        zoom: float | None = None,
+        ar: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+        self.button = button
+        self.prompt = prompt
+        self.zoom = zoom
+        self.ar = ar
+
+    @property
+    def button_message_id(self) -> str:
+        """The handle to press the button on, from the upstream result or as given."""
+        if isinstance(self.message, str):
+            return validation.check_message_id(self.message, name="message")
+        button_message_id = self.message.get("button_message_id") if isinstance(self.message, dict) else None
+        if not button_message_id:
+            raise NextLegInputError(
+                f"message has no button_message_id: {self.message!r:.200}",
+                advice="Pass the output of an operator that waited for its job (wait_for_completion=True), "
+                "or a button message id. Nothing was sent to NextLeg.",
+            )
+        return validation.check_message_id(button_message_id, name="message's button_message_id")
+
+    def check_inputs(self) -> None:
+        """The button must be one the upstream result offers; Custom Zoom's options must fit it."""
+        self.button = validation.check_text(self.button, name="button")
+        button_message_id = self.button_message_id
+        if isinstance(self.message, dict) and self.button != SEED_BUTTON:
+            offered = self.message.get("buttons") or []
+            if self.button not in offered:
+                raise NextLegInputError(
+                    f"button {self.button!r} is not offered by the result {button_message_id}",
+                    advice=f"Press one of its buttons: {', '.join(offered) or 'none'} (or {SEED_BUTTON} for "
+                    "the seed). Nothing was sent to NextLeg.",
+                )
+        validation.check_custom_zoom(self.button, self.zoom, self.ar, self.prompt)
+
+    def request_fingerprint(self) -> dict[str, Any]:
+        """The result, the button and the Custom Zoom options."""
+        return {
+            "button_message_id": self.button_message_id,
+            "button": self.button,
+            "prompt": self.prompt,
+            "zoom": self.zoom,
+            "ar": self.ar,
+        }
+
+    def submit(self, ref: str) -> SubmitResult:
+        """Press the button."""
+        return self.hook.button(
+            self.button,
+            self.button_message_id,
+            ref=ref,
+            webhook_override=self.webhook_override,
+            prompt=self.prompt,
+            zoom=self.zoom,
+            ar=self.ar,
+        )
+
+
+class DescribeOperator(NextLegJobOperator):
+    """
+    Get four prompts that describe an image (``POST /v2/describe``); the result's ``content`` lists them.
+
+    :param url: the image's public http(s) URL (templated).
+    """
+
+    template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "url")
+    endpoint = "POST /v2/describe"
+
+    def __init__(self, *, url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.url = url
+
+    def check_inputs(self) -> None:
+        """The URL must be http(s)."""
+        self.url = validation.check_url(self.url, name="url")
+
+    def request_fingerprint(self) -> dict[str, Any]:
+        """The image URL."""
+        return {"url": self.url}
+
+    def submit(self, ref: str) -> SubmitResult:
+        """Start the describe job."""
+        return self.hook.describe(self.url, ref=ref, webhook_override=self.webhook_override)
+
+
+class BlendOperator(NextLegJobOperator):
+    """
+    Blend two to five images into a new grid (``POST /v2/blend``).
+
+    :param urls: the images' public http(s) URLs (templated).
+    """
+
+    template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "urls")
+    endpoint = "POST /v2/blend"
+
+    def __init__(self, *, urls: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.urls = urls
+
+    def check_inputs(self) -> None:
+        """Two to five http(s) URLs."""
+        self.urls = validation.check_blend_urls(self.urls)
+
+    def request_fingerprint(self) -> dict[str, Any]:
+        """The image URLs, in order."""
+        return {"urls": list(self.urls)}
+
+    def submit(self, ref: str) -> SubmitResult:
+        """Start the blend job."""
+        return self.hook.blend(self.urls, ref=ref, webhook_override=self.webhook_override)
+
+
+class SeedOperator(BaseOperator):
+    """
+    Read the seed of a finished job (``POST /v2/seed``): no job is started, the answer is immediate.
+
+    Returns ``{"message_id", "seed"}``. (Pressing ``✉️`` with :class:`ButtonOperator` gets the seed the
+    older way, as a job whose result carries ``seed``.)
+
+    :param message: the finished result (an upstream operator's output) or its message id.
+    :param nextleg_conn_id: the nextleg connection.
+    """
+
+    template_fields: Sequence[str] = ("message",)
+
+    def __init__(
+        self,
+        *,
+        message: dict[str, Any] | str,
+        nextleg_conn_id: str = NextLegHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+        self.nextleg_conn_id = nextleg_conn_id
+
+    def execute(self, context: Context) -> dict[str, str]:
+        """Ask for the seed."""
+        message_id = self.message.get("message_id") if isinstance(self.message, dict) else self.message
+        message_id = validation.check_message_id(message_id, name="message")
+        seed = NextLegHook(self.nextleg_conn_id).get_seed(message_id)
+        self.log.info("NextLeg job %s has seed %s.", message_id, seed)
+        return {"message_id": message_id, "seed": seed}

@@ -1,0 +1,117 @@
+"""The sensor that waits for a NextLeg message (a job submitted elsewhere) to finish."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+
+from airflow_provider_nextleg import validation
+from airflow_provider_nextleg.exceptions import NextLegWaitError
+from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.models import MessageStatus
+from airflow_provider_nextleg.triggers.nextleg import (
+    TIMEOUT,
+    TRANSIENT_ERRORS,
+    NextLegMessageTrigger,
+    finished_event,
+    read_event,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class MessageSensor(BaseSensorOperator):
+    """
+    Wait until a NextLeg message reaches progress 100, and return its result.
+
+    Deferrable, it hands the wait to the triggerer (no worker slot held): the sensor's ``timeout``
+    becomes an absolute deadline kept inside the trigger, so a restarted triggerer does not restart the
+    clock. Otherwise it pokes on the worker (``mode="reschedule"`` frees the slot between pokes). Either
+    way a finished result is returned as the task's XCom; a job that failed fails the task (terminal
+    codes without retries), and a timeout fails it, or skips it with ``soft_fail=True``. 429s, 5xx and
+    dropped connections only delay the wait.
+
+    :param message_id: the message id to wait for (templated).
+    :param nextleg_conn_id: the nextleg connection.
+    :param deferrable: wait in the triggerer; the default comes from ``[operators] default_deferrable``.
+    :param expire_mins: minutes after which NextLeg reports an unfinished job incomplete; ``None``
+        takes the connection's.
+    """
+
+    template_fields: Sequence[str] = ("message_id",)
+    ui_color = "#f2e6ff"
+
+    def __init__(
+        self,
+        *,
+        message_id: str,
+        nextleg_conn_id: str = NextLegHook.default_conn_name,
+        deferrable: bool | None = None,
+        expire_mins: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", 5.0)
+        kwargs.setdefault("timeout", timedelta(hours=1))
+        super().__init__(**kwargs)
+        self.message_id = message_id
+        self.nextleg_conn_id = nextleg_conn_id
+        if deferrable is None:
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+        self.deferrable = deferrable
+        self.expire_mins = expire_mins
+
+    @cached_property
+    def hook(self) -> NextLegHook:
+        """The hook of this task's connection."""
+        return NextLegHook(self.nextleg_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        """Check the arguments, then poke on the worker or defer to the triggerer."""
+        self.message_id = validation.check_message_id(self.message_id)
+        if self.expire_mins is not None:
+            validation.check_expire_mins(self.expire_mins)
+        if not self.deferrable:
+            return super().execute(context)
+        self.defer(
+            trigger=NextLegMessageTrigger(
+                message_id=self.message_id,
+                nextleg_conn_id=self.nextleg_conn_id,
+                deadline=time.time() + self.timeout,
+                poll_interval=self.poke_interval,
+                expire_mins=self.expire_mins,
+            ),
+            method_name="execute_complete",
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        """One poll: done returns the result, a failure raises, anything else waits on."""
+        try:
+            message = self.hook.get_message(self.message_id, expire_mins=self.expire_mins)
+        except TRANSIENT_ERRORS as exc:
+            self.log.warning("NextLeg job %s: could not poll (%s); waiting on.", self.message_id, exc)
+            return False
+        if not message.status.is_terminal:
+            if message.status is MessageStatus.QUEUED:
+                self.log.info("NextLeg job %s is queued.", self.message_id)
+            else:
+                self.log.info("NextLeg job %s is %s%% done.", self.message_id, message.progress)
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=read_event(finished_event(message)).to_xcom())
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """The trigger's event: the result, or the failure, the timeout (or skip with soft_fail)."""
+        try:
+            return read_event(event).to_xcom()
+        except NextLegWaitError as exc:
+            if event.get("status") != TIMEOUT:
+                raise
+            if self.soft_fail:
+                raise AirflowSkipException(f"Skipping: {exc}") from exc
+            raise AirflowSensorTimeout(str(exc)) from exc

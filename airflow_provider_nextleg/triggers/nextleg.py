@@ -1,0 +1,191 @@
+"""The trigger that waits for a NextLeg job to finish, for the sensor and every job operator.
+
+The trigger only reads: it polls ``GET /v2/message/<id>`` through the hook's shared async client until
+the job is done, failed or incomplete, or its absolute deadline passes, then yields one small event. It
+submits nothing and changes nothing, so a triggerer that runs it twice (HA) or starts it again from its
+kwargs (after a restart) does no harm, and a resumed trigger keeps the deadline it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_nextleg.exceptions import (
+    AirflowFailException,
+    NextLegConnectionError,
+    NextLegError,
+    NextLegMalformedResponseError,
+    NextLegRateLimitError,
+    NextLegServerError,
+    NextLegWaitError,
+    job_failure,
+)
+from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.models import Message, MessageStatus
+
+TRANSIENT_ERRORS = (
+    NextLegRateLimitError,
+    NextLegServerError,
+    NextLegConnectionError,
+    NextLegMalformedResponseError,
+)
+"""Errors that say nothing about the job: the wait goes on until its deadline."""
+
+TIMEOUT = "timeout"
+ERROR = "error"
+"""Event statuses besides a :class:`MessageStatus` value: the deadline passed; the wait cannot go on."""
+
+
+class NextLegMessageTrigger(BaseTrigger):
+    """
+    Wait for a NextLeg message to reach a final state, then fire one event.
+
+    The event's payload: ``status`` (``done``, ``failed``, ``incomplete``, ``timeout`` or ``error``),
+    ``message_id``, ``message`` (the result, :meth:`Message.to_xcom`, for a final state) and ``error``
+    (a text, for ``timeout`` and ``error``; ``terminal`` tells whether a retry can help).
+    429s, 5xx answers, dropped connections and garbled answers are retried by the hook, then by the
+    wait itself: they never end the wait on their own. A refused token or an unknown message does.
+
+    :param message_id: the job's message id.
+    :param nextleg_conn_id: the nextleg connection (its id only: the token never enters the kwargs).
+    :param deadline: when to give up, as a UNIX timestamp; ``None`` waits as long as the job runs.
+    :param poll_interval: seconds between two polls.
+    :param expire_mins: the ``expireMins`` of each poll; ``None`` takes the connection's.
+    """
+
+    def __init__(
+        self,
+        *,
+        message_id: str,
+        nextleg_conn_id: str = NextLegHook.default_conn_name,
+        deadline: float | None = None,
+        poll_interval: float = 5.0,
+        expire_mins: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.message_id = message_id
+        self.nextleg_conn_id = nextleg_conn_id
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+        self.expire_mins = expire_mins
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The classpath and the plain kwargs a triggerer needs to start the wait again."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "message_id": self.message_id,
+                "nextleg_conn_id": self.nextleg_conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "expire_mins": self.expire_mins,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until the job ends or the deadline passes; yield exactly one event."""
+        hook = NextLegHook(self.nextleg_conn_id)
+        seen: tuple[MessageStatus, int | None] | None = None
+        try:
+            while True:
+                try:
+                    message = await hook.aget_message(self.message_id, expire_mins=self.expire_mins)
+                except TRANSIENT_ERRORS as exc:
+                    self.log.warning("NextLeg job %s: could not poll (%s); waiting on.", self.message_id, exc)
+                else:
+                    if message.status.is_terminal:
+                        yield TriggerEvent(finished_event(message))
+                        return
+                    if seen != (message.status, message.progress):
+                        seen = (message.status, message.progress)
+                        self._log_progress(message)
+                pause = self.poll_interval
+                if self.deadline is not None:
+                    left = self.deadline - time.time()
+                    if left <= 0:
+                        yield TriggerEvent(self._stopped(TIMEOUT, self._timeout_text(), terminal=False))
+                        return
+                    pause = min(pause, left)
+                await asyncio.sleep(pause)
+        except Exception as exc:  # the event carries it to the task, which fails with this text
+            yield TriggerEvent(self._stopped(ERROR, str(exc), terminal=isinstance(exc, AirflowFailException)))
+
+    def _log_progress(self, message: Message) -> None:
+        if message.status is MessageStatus.QUEUED:
+            self.log.info("NextLeg job %s is queued (waiting for a free Midjourney slot).", self.message_id)
+        else:
+            self.log.info(
+                "NextLeg job %s is %s%% done; preview: %s",
+                self.message_id,
+                message.progress,
+                message.progress_image_url or "none yet",
+            )
+
+    def _timeout_text(self) -> str:
+        return (
+            f"NextLeg job {self.message_id} had not finished by the deadline; the job itself may still "
+            "finish (the API has no cancel). A task retry resumes waiting for the same job."
+        )
+
+    def _stopped(self, status: str, error: str, *, terminal: bool) -> dict[str, Any]:
+        return {
+            "status": status,
+            "message_id": self.message_id,
+            "message": None,
+            "error": error,
+            "terminal": terminal,
+        }
+
+
+def finished_event(message: Message) -> dict[str, Any]:
+    """The event payload for a message in a final state (also what a waiting task reads back)."""
+    return {
+        "status": message.status.value,
+        "message_id": message.message_id,
+        "message": message.to_xcom(),
+        "error": None,
+        "terminal": not message.retryable,
+    }
+
+
+def read_event(event: dict[str, Any]) -> Message:
+    """
+    The finished message an event reports, or the error it stands for, raised.
+
+    A failed or incomplete job raises :func:`~airflow_provider_nextleg.exceptions.job_failure`'s error
+    (terminal codes fail the task without retries); ``timeout`` and ``error`` raise
+    :class:`~airflow_provider_nextleg.exceptions.NextLegWaitError`, terminal when no retry can help.
+
+    :param event: the payload of a :class:`NextLegMessageTrigger` event.
+    """
+    status = event.get("status") if isinstance(event, dict) else None
+    if status in (TIMEOUT, ERROR):
+        raise NextLegWaitError.from_event(event)
+    if status not in {member.value for member in MessageStatus} or not isinstance(event.get("message"), dict):
+        raise NextLegError(f"the wait ended with an event this provider does not know: {event!r:.300}")
+    message = Message.from_xcom(event["message"])
+    if message.status is not MessageStatus.DONE:
+        raise job_failure(message, endpoint="GET /v2/message")
+    return message
+
+
+async def wait_in_process(trigger: NextLegMessageTrigger) -> dict[str, Any]:
+    """
+    Run a trigger to its event in the current process (the non-deferrable wait of a worker).
+
+    Waiting on a worker thus follows exactly the rules of waiting in the triggerer. The shared async
+    clients of this event loop are closed afterwards.
+
+    :param trigger: the trigger to run.
+    """
+    try:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise RuntimeError("the NextLeg trigger ended without an event")
+    finally:
+        await NextLegHook.aclose_clients()
