@@ -180,6 +180,21 @@ def parse_timestamp(value: object) -> datetime | None:
     return None
 
 
+# Results a button can be pressed on: finished, they must carry their buttonMessageId.
+_IMAGE_RESULT_TYPES = ("imagine", "button", "blend")
+
+
+def _has_result(inner: dict[str, Any]) -> bool:
+    """Whether a finished message says what came out: a buttonMessageId, a seed (the ✉️ button's
+    result), or the content of a text result (info, settings, slash commands) with its type."""
+    if inner.get("buttonMessageId") or inner.get("seed") is not None:
+        return True
+    return inner.get("type") not in (None, "", *_IMAGE_RESULT_TYPES) and inner.get("content") not in (
+        None,
+        "",
+    )
+
+
 def _optional_str(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is None or value == "":
@@ -323,9 +338,10 @@ class Message:
         """
         Parse a poll answer or a webhook body.
 
-        A finished job (progress 100, or no progress as in a webhook body) must carry either a
-        ``buttonMessageId`` (a ``seed`` for the seed button) or an error code in ``content``; a
-        failed job has an error code and no ``imageUrl``.
+        A finished job (progress 100, or no progress as in a webhook body) must say what came out: a
+        ``buttonMessageId`` (image results), a ``seed`` (the seed button), a text result's ``type`` and
+        ``content`` (info, settings, slash commands), or an error code in ``content``; a failed job has
+        an error code and no ``imageUrl``.
 
         :param payload: the decoded JSON.
         :param message_id: the id that was polled.
@@ -352,11 +368,12 @@ class Message:
                 status = MessageStatus.FAILED
             elif not finished:
                 status, code = (MessageStatus.QUEUED if progress == 0 else MessageStatus.RUNNING), None
-            elif inner.get("buttonMessageId") or inner.get("seed") is not None:
+            elif _has_result(inner):
                 status, code = MessageStatus.DONE, None
             else:
                 raise ValueError(
-                    "a finished message needs a response with a buttonMessageId, or an error code in content"
+                    "a finished message needs a response with a buttonMessageId (image results), a seed, "
+                    "a text result's type and content, or an error code in content"
                 )
         if not (content is None or isinstance(content, str | list | dict)):
             raise ValueError(f"'content' should be a string, list or object, got {type(content).__name__}")

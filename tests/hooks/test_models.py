@@ -140,7 +140,10 @@ class TestMessageStates:
         ],
     )
     def test_failed_job_reaches_progress_100(self, code, retryable):
-        payload = {"progress": 100, "response": {"content": code, "originatingMessageId": "m1", "type": "imagine"}}
+        payload = {
+            "progress": 100,
+            "response": {"content": code, "originatingMessageId": "m1", "type": "imagine"},
+        }
         message = Message.from_api(payload, "m1")
         assert message.status is MessageStatus.FAILED
         assert message.error_code == code
@@ -168,10 +171,21 @@ class TestMessageStates:
         assert Message.from_api(running, "m1").status is MessageStatus.RUNNING
 
     def test_describe_and_info_content(self):
-        describe = {"progress": 100, "response": {"type": "describe", "buttonMessageId": "b", "content": ["a", "b"]}}
+        describe = {
+            "progress": 100,
+            "response": {"type": "describe", "buttonMessageId": "b", "content": ["a", "b"]},
+        }
         assert Message.from_api(describe, "m1").content == ["a", "b"]
-        info = {"progress": 100, "response": {"type": "info", "buttonMessageId": "b", "content": {"Job Mode": "Fast"}}}
+        info = {
+            "progress": 100,
+            "response": {"type": "info", "buttonMessageId": "b", "content": {"Job Mode": "Fast"}},
+        }
         assert Message.from_api(info, "m1").content == {"Job Mode": "Fast"}
+
+    def test_text_results_need_no_button_id(self):
+        # The emulator's info and slash-command results carry no buttonMessageId: nothing to press on them.
+        slash = {"progress": 100, "response": {"type": "slash-command", "content": "Done!", "buttons": []}}
+        assert Message.from_api(slash, "m1").status is MessageStatus.DONE
 
     def test_incomplete_is_retryable_with_advice(self):
         message = Message.from_api({"progress": "incomplete"}, "m1")
@@ -184,11 +198,20 @@ class TestMessageStates:
             pytest.param([], id="not-an-object"),
             pytest.param({"progress": 100}, id="done-without-response"),
             pytest.param({"progress": 100, "response": {"content": "a cat"}}, id="done-without-button-id"),
+            pytest.param(
+                {"progress": 100, "response": {"type": "imagine", "content": "a cat"}},
+                id="image-without-button-id",
+            ),
+            pytest.param({"progress": 100, "response": {"type": "info"}}, id="text-result-without-content"),
             pytest.param({}, id="nothing"),
             pytest.param({"progress": "soon"}, id="progress-not-a-number"),
             pytest.param({"progress": True}, id="progress-bool"),
-            pytest.param({"progress": 100, "response": {"buttonMessageId": "b", "buttons": "U1"}}, id="buttons-str"),
-            pytest.param({"progress": 100, "response": {"buttonMessageId": "b", "content": 5}}, id="content-int"),
+            pytest.param(
+                {"progress": 100, "response": {"buttonMessageId": "b", "buttons": "U1"}}, id="buttons-str"
+            ),
+            pytest.param(
+                {"progress": 100, "response": {"buttonMessageId": "b", "content": 5}}, id="content-int"
+            ),
             pytest.param({"progress": 100, "response": {"buttonMessageId": ["b"]}}, id="button-id-list"),
         ],
     )
@@ -236,7 +259,11 @@ class TestSmallResults:
 
     def test_submit_firestore_timestamp(self):
         result = SubmitResult.from_api(
-            {"success": True, "messageId": "m", "createdAt": {"_seconds": 1678840347, "_nanoseconds": 215000000}}
+            {
+                "success": True,
+                "messageId": "m",
+                "createdAt": {"_seconds": 1678840347, "_nanoseconds": 215000000},
+            }
         )
         assert result.created_at == datetime.fromtimestamp(1678840347.215, tz=timezone.utc)
 
@@ -245,7 +272,7 @@ class TestSmallResults:
         [{"success": False, "msg": "Invalid phrase"}, {"success": True}, {"messageId": ""}, "ok", None],
     )
     def test_submit_malformed(self, payload):
-        with pytest.raises(ValueError, match="messageId|object"):
+        with pytest.raises(ValueError, match=r"messageId|object"):
             SubmitResult.from_api(payload)
 
     @pytest.mark.parametrize("value", ["yesterday", 42, None, {"seconds": 1}, ""])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -55,7 +56,9 @@ class TestRateLimiter:
             thread.join()
         ordered = sorted(waits)
         # Twenty different slots, one interval apart: no two threads were handed the same one.
-        assert all(later - earlier == pytest.approx(1.0, abs=0.2) for earlier, later in zip(ordered, ordered[1:]))
+        assert all(
+            later - earlier == pytest.approx(1.0, abs=0.2) for earlier, later in itertools.pairwise(ordered)
+        )
 
 
 class TestRegistry:
