@@ -164,6 +164,14 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"success": False, "msg": exc.msg}, status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(Refused)
+    async def refused(_request: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse({"success": False, "msg": str(exc)}, status_code=400)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"success": False, "msg": f"Message not found: {exc}"}, status_code=404)
+
     _add_api_routes(app, state)
     _add_admin_routes(app, state)
     return app
@@ -191,7 +199,7 @@ def _add_api_routes(app: FastAPI, state: EmulatorState) -> None:
                 job = create(state.account, payload, _base_url(request))
             except Refused as exc:
                 state.record(request, payload, 400, str(exc))
-                raise ApiError(400, str(exc)) from exc
+                raise
             except ApiError as exc:
                 state.record(request, payload, exc.status, exc.msg)
                 raise
@@ -216,20 +224,14 @@ def _add_api_routes(app: FastAPI, state: EmulatorState) -> None:
             expire_mins = float(expire) if expire else None
         except ValueError as exc:
             raise ApiError(400, "expireMins must be a number of minutes") from exc
-        try:
-            return JSONResponse(state.account.message(message_id, expire_mins, _base_url(request)))
-        except NotFound as exc:
-            raise ApiError(404, f"Message not found: {message_id}") from exc
+        return JSONResponse(state.account.message(message_id, expire_mins, _base_url(request)))
 
     @app.post("/v2/seed")
     async def seed(request: Request) -> JSONResponse:
         state.authorize(request)
         state.admit(request)
         message_id = str((await _payload(request)).get("messageId", ""))
-        try:
-            return JSONResponse({"seed": state.account.seed_of(message_id)})
-        except NotFound as exc:
-            raise ApiError(404, f"Message not found: {message_id}") from exc
+        return JSONResponse({"seed": state.account.seed_of(message_id)})
 
     @app.post("/v2/is-this-naughty")
     async def is_this_naughty(request: Request) -> JSONResponse:
