@@ -791,6 +791,15 @@ def _transport_error(
     return NextLegConnectionError(f"no answer from {settings.base_url} ({detail})", **where)
 
 
+def _api_message(body: bytes, settings: _Settings) -> str:
+    """The ``msg`` of the API's error answer ``{"success": false, "msg": "..."}``, if it sent one."""
+    try:
+        message = json.loads(body).get("msg")
+    except (ValueError, AttributeError):
+        message = None
+    return body_excerpt(message, secret=settings.token) if isinstance(message, str) else "no reason given"
+
+
 def _answer(call: _Call[T], settings: _Settings, status: int, headers: Mapping[str, str], body: bytes) -> T:
     """Turn an HTTP answer into the call's result or the error that says what happened."""
     where: dict[str, Any] = {
@@ -815,9 +824,10 @@ def _answer(call: _Call[T], settings: _Settings, status: int, headers: Mapping[s
         raise NextLegAuthenticationError("the API token was refused", **where)
     if status == 404:
         raise NextLegNotFoundError("no such resource", **where)
+    if status >= 400:
+        raise NextLegBadRequestError(f"the request was rejected: {_api_message(body, settings)}", **where)
     if status >= 300:
-        problem = "the request was rejected" if status >= 400 else f"redirected to {headers.get('Location')}"
-        raise NextLegBadRequestError(problem, **where)
+        raise NextLegBadRequestError(f"redirected to {headers.get('Location')}", **where)
     if call.raw:
         content_type = headers.get("Content-Type", "")
         if not body or content_type.startswith(("text/", "application/json")):
