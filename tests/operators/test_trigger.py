@@ -1,0 +1,209 @@
+"""The message trigger, run as the triggerer runs it, against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_nextleg.emulator import EmulatorServer, Fault, FaultSettings
+from airflow_provider_nextleg.exceptions import (
+    AirflowFailException,
+    NextLegJobFailedError,
+    NextLegJobFailedTerminalError,
+    NextLegJobIncompleteError,
+    NextLegWaitError,
+    NextLegWaitTerminalError,
+)
+from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.models import MessageStatus
+from airflow_provider_nextleg.triggers.nextleg import NextLegMessageTrigger, read_event
+
+POLL = 0.02
+
+
+def rebuild(trigger: NextLegMessageTrigger) -> NextLegMessageTrigger:
+    """What a triggerer does: import the classpath and construct the trigger from its kwargs."""
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**kwargs)
+
+
+async def events(trigger: NextLegMessageTrigger) -> list[dict[str, Any]]:
+    try:
+        return [event.payload async for event in rebuild(trigger).run()]
+    finally:
+        await NextLegHook.aclose_clients()
+
+
+def log_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """What was logged: Airflow's structlog renders task and trigger logs to the standard streams."""
+    captured = capsys.readouterr()
+    return (captured.out + captured.err).splitlines()
+
+
+def submit(prompt: str = "a lighthouse at dawn") -> str:
+    return NextLegHook().imagine(prompt).message_id
+
+
+class TestSerialization:
+    def test_round_trip_keeps_every_kwarg_and_no_secret(self, nextleg_emulator: EmulatorServer):
+        trigger = NextLegMessageTrigger(
+            message_id="abc123",
+            nextleg_conn_id="nextleg_default",
+            deadline=1.5e9,
+            poll_interval=2.0,
+            expire_mins=5,
+        )
+        classpath, kwargs = trigger.serialize()
+        assert classpath == "airflow_provider_nextleg.triggers.nextleg.NextLegMessageTrigger"
+        assert rebuild(trigger).serialize() == (classpath, kwargs)
+        assert kwargs == {
+            "message_id": "abc123",
+            "nextleg_conn_id": "nextleg_default",
+            "deadline": 1.5e9,
+            "poll_interval": 2.0,
+            "expire_mins": 5,
+        }
+        assert nextleg_emulator.settings.token not in json.dumps(kwargs) + repr(trigger)
+
+
+class TestRun:
+    async def test_one_event_with_the_finished_result(self, nextleg_emulator: EmulatorServer):
+        message_id = submit()
+        [event] = await events(NextLegMessageTrigger(message_id=message_id, poll_interval=POLL))
+        assert event["status"] == "done"
+        message = read_event(event)
+        assert message.message_id == message_id
+        assert message.type == "imagine"
+        assert message.buttons == ("U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4")
+        assert message.image_url
+        assert len(message.image_urls) == 4
+        assert message.button_message_id
+
+    async def test_progress_is_logged_when_it_changes_not_per_poll(
+        self, nextleg_emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+    ):
+        message_id = submit()
+        await events(NextLegMessageTrigger(message_id=message_id, poll_interval=0.005))
+        progress_lines = [line for line in log_lines(capsys) if "% done; preview:" in line]
+        polls = nextleg_emulator.counters()["requests"]["GET /v2/message"]
+        assert progress_lines, "progress was never logged"
+        assert all("/cdn/" in line for line in progress_lines), progress_lines
+        steps = [re.search(r"is (\d+)% done", line)[1] for line in progress_lines]
+        assert len(steps) == len(set(steps)), steps  # each step once
+        assert polls > len(progress_lines) + 2  # more polls than lines: no line per poll
+
+    async def test_queued_job_waits_then_finishes(
+        self, nextleg_emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+    ):
+        nextleg_emulator.configure(concurrency=1)
+        submit("first in line")
+        second = submit("second in line")
+        [event] = await events(NextLegMessageTrigger(message_id=second, poll_interval=POLL))
+        assert event["status"] == "done"
+        assert any(f"job {second} is queued" in line for line in log_lines(capsys))
+
+    @pytest.mark.parametrize(
+        ("code", "error_class", "terminal"),
+        [
+            ("BANNED_PROMPT", NextLegJobFailedTerminalError, True),
+            ("INVALID_PARAMETER", NextLegJobFailedTerminalError, True),
+            ("FAILED_TO_PROCESS_YOUR_COMMAND", NextLegJobFailedError, False),
+            ("QUEUE_FULL", NextLegJobFailedError, False),
+        ],
+    )
+    async def test_error_code_at_progress_100_ends_with_that_code(
+        self, nextleg_emulator: EmulatorServer, code: str, error_class: type, terminal: bool
+    ):
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"sunflower": code}))
+        message_id = submit("a sunflower field")
+        [event] = await events(NextLegMessageTrigger(message_id=message_id, poll_interval=POLL))
+        assert event["status"] == "failed"
+        assert event["message"]["error_code"] == code
+        assert event["terminal"] is terminal
+        with pytest.raises(error_class) as raised:
+            read_event(event)
+        assert isinstance(raised.value, AirflowFailException) is terminal
+        assert code in str(raised.value)
+        assert message_id in str(raised.value)
+
+    async def test_incomplete_after_expire_mins(self, nextleg_emulator: EmulatorServer):
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"stuck": "STALL"}))
+        message_id = submit("a stuck job")
+        [event] = await events(
+            NextLegMessageTrigger(message_id=message_id, poll_interval=POLL, expire_mins=1)
+        )
+        assert event["status"] == MessageStatus.INCOMPLETE.value
+        with pytest.raises(NextLegJobIncompleteError, match=message_id):
+            read_event(event)
+
+    async def test_transient_failures_never_end_the_wait(self, nextleg_emulator: EmulatorServer):
+        message_id = submit()
+        for fault in (  # the hook backs off 1, 2, 4 s between these (plus jitter)
+            Fault("/v2/message", "status", status=502),
+            Fault("/v2/message", "drop"),
+            Fault("/v2/message", "malformed"),
+        ):
+            nextleg_emulator.add_fault(fault)
+        trigger = NextLegMessageTrigger(message_id=message_id, poll_interval=POLL)
+        [event] = await events(trigger)
+        assert event["status"] == "done"
+        assert nextleg_emulator.faults()["scripted"] == []  # every fault was met
+
+    async def test_deadline_gives_a_timeout_event(self, nextleg_emulator: EmulatorServer):
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"stuck": "STALL"}))
+        message_id = submit("a stuck job")
+        trigger = NextLegMessageTrigger(message_id=message_id, poll_interval=POLL, deadline=time.time() + 0.3)
+        started = time.monotonic()
+        [event] = await events(trigger)
+        assert event["status"] == "timeout"
+        assert 0.25 < time.monotonic() - started < 5
+        with pytest.raises(NextLegWaitError, match="deadline") as raised:
+            read_event(event)
+        assert not isinstance(raised.value, AirflowFailException)  # a retry resumes the same job
+
+    async def test_resumed_trigger_keeps_its_deadline(self, nextleg_emulator: EmulatorServer):
+        """A triggerer restarting from the kwargs does not restart the clock."""
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"stuck": "STALL"}))
+        trigger = NextLegMessageTrigger(
+            message_id=submit("a stuck job"), poll_interval=5.0, deadline=time.time() + 0.2
+        )
+        time.sleep(0.3)  # the triggerer was down past the deadline
+        started = time.monotonic()
+        [event] = await events(trigger)
+        assert event["status"] == "timeout"
+        assert time.monotonic() - started < 2  # not another poll_interval, let alone a new deadline
+
+    async def test_refused_token_is_a_terminal_error_event(
+        self, nextleg_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    ):
+        message_id = submit()
+        conn = json.loads(nextleg_emulator.airflow_connection_json())
+        conn["password"] = "not-the-token"
+        monkeypatch.setenv("AIRFLOW_CONN_NEXTLEG_WRONG", json.dumps(conn))
+        [event] = await events(
+            NextLegMessageTrigger(message_id=message_id, nextleg_conn_id="nextleg_wrong", poll_interval=POLL)
+        )
+        assert event["status"] == "error"
+        assert event["terminal"] is True
+        assert "not-the-token" not in json.dumps(event)
+        with pytest.raises(NextLegWaitTerminalError, match="401"):
+            read_event(event)
+
+    async def test_unknown_message_is_an_error_event(self, nextleg_emulator: EmulatorServer):
+        [event] = await events(NextLegMessageTrigger(message_id="noSuchMessage0000000", poll_interval=POLL))
+        assert event["status"] == "error"
+        assert "404" in event["error"]
+
+    async def test_run_has_no_side_effects(self, nextleg_emulator: EmulatorServer):
+        """Two runs of one trigger (HA triggerers) submit nothing and agree."""
+        message_id = submit()
+        trigger = NextLegMessageTrigger(message_id=message_id, poll_interval=POLL)
+        first, second = await events(trigger), await events(trigger)
+        assert first == second
+        assert len(nextleg_emulator.ledger()) == 1
