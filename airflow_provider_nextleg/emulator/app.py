@@ -353,6 +353,8 @@ class FaultMiddleware:
         self.state.counters["faults"][key] += 1
         logger.info("Injecting a %s fault into %s (processed first: %s)", fault.kind, key, fault.processed)
         if fault.kind == "slow":
+            # Read the request first: the client may give up while we sleep, and the job is still created.
+            receive = await _buffered(receive)
             await asyncio.sleep(fault.seconds)
             await self.app(scope, receive, send)
             return
@@ -386,6 +388,24 @@ class FaultMiddleware:
                     pass
                 return
         raise RuntimeError("Cannot drop a connection unless the emulator runs under its own uvicorn runner")
+
+
+async def _buffered(receive: Receive) -> Receive:
+    """Read the whole request body now; the returned ``receive`` replays it, then waits for a disconnect."""
+    chunks: list[bytes] = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+    async def replaying() -> Message:
+        return replay.pop() if replay else await receive()
+
+    return replaying
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: str) -> None:
