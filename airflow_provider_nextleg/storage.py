@@ -1,0 +1,669 @@
+"""Saving a finished NextLeg job's images as files, with a manifest, instead of CDN links that expire.
+
+:func:`save_job_images` downloads a job's images (the grid, each image of the grid, or an upscale's
+single image) into any Airflow ``ObjectStoragePath`` (``file://``, ``s3://``, ``gs://``, ... through the
+matching provider) and writes a JSON :class:`Manifest` beside them, which says what each file is, where it
+came from, its sha256, and which tasks made it. :func:`write_contact_sheet` turns manifests into an HTML
+page a person can open. :class:`~airflow_provider_nextleg.operators.storage.SaveImagesOperator` is the
+task around :func:`save_job_images`.
+
+**Names are predictable** and never come from a URL: ``<message_id>_grid.png``, ``<message_id>_0.png``, ...
+and the manifest ``<message_id>.json``, the message id reduced to safe characters.
+
+**A reader never sees half a file.** Each file is streamed (never held whole in memory, except through
+``POST /getImage``, whose hook method returns bytes) into a hidden temporary name in the same folder, hashed
+as it goes, and renamed to its final name only once complete; on stores without a rename, fsspec's move
+copies then deletes. A failed or oversized download deletes its temporary file.
+
+**Running it twice leaves the same files**: a file whose size and sha256 match the earlier manifest is kept,
+not downloaded again.
+
+**The API token goes only to the API.** Images are downloaded from their own host with no credentials. When
+that host refuses (HTTP 403, as the Midjourney CDN does), the image is fetched through ``POST /getImage`` on
+the API's base URL, the documented way around it, with the hook that holds the token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import json
+import logging
+import posixpath
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from airflow.sdk import ObjectStoragePath
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from airflow_provider_nextleg import validation
+from airflow_provider_nextleg.exceptions import (
+    NextLegBadRequestError,
+    NextLegConnectionError,
+    NextLegError,
+    NextLegInputError,
+    NextLegMalformedResponseError,
+    NextLegServerError,
+)
+from airflow_provider_nextleg.models import Message, MessageStatus
+
+if TYPE_CHECKING:
+    from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+"""Largest image saved; Midjourney's largest upscales are a few MB."""
+DEFAULT_TIMEOUT = 60.0
+"""Seconds a direct download may wait for the next bytes."""
+CONNECT_TIMEOUT = 10.0
+MANIFEST_FORMAT = "nextleg-images/1"
+"""The ``format`` field of every manifest; a reader refuses manifests of another format."""
+CHUNK_SIZE = 256 * 1024
+MAX_BACKOFF = 30.0
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+# Magic numbers of the formats Midjourney serves, to type the bytes POST /getImage returns (no headers).
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
+_TRANSIENT = (NextLegServerError, NextLegConnectionError)
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    """
+    One saved file, as the manifest lists it.
+
+    :param name: the file's name in the manifest's folder.
+    :param role: ``grid`` (the 2x2 composite) or ``image`` (one picture: a grid's tile or an upscale).
+    :param index: the image's position in the result's ``image_urls`` (``None`` for the grid).
+    :param source_url: the URL it was downloaded from.
+    :param fetched_via: ``direct`` (from its host) or ``getImage`` (through the API, after a 403).
+    :param sha256: the hex digest of the file's bytes.
+    :param size: its size in bytes.
+    :param content_type: its media type, e.g. ``image/png``.
+    """
+
+    name: str
+    role: str
+    index: int | None
+    source_url: str
+    fetched_via: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """
+    What was saved for one job and where it came from: the JSON file ``<message_id>.json`` beside the images.
+
+    :param path: where the manifest file is (not part of its JSON); its folder holds the images.
+    :param message_id: the job's message id.
+    :param type: the job's type (``imagine``, ``button``, ``blend``).
+    :param prompt: the prompt, as the result's ``content`` reports it.
+    :param button: the button pressed to make this job (``V1``, ``U2``...), where known.
+    :param button_message_id: the handle for pressing this job's buttons.
+    :param buttons: the buttons the job offers.
+    :param seed: the job's seed, where the result carries it.
+    :param ref: the caller's own ``ref``, as the job operator sent it under ``"ref"`` (or the raw ``ref``).
+    :param submitted_by: the task that submitted the job (dag_id, run_id, task_id, map_index, try_number),
+        decoded from the result's ``ref``.
+    :param saved_by: the task that saved the images, in the same shape.
+    :param created_at: when the images were first saved (ISO 8601, UTC); a rerun keeps it.
+    :param files: the saved images.
+    """
+
+    path: str
+    message_id: str
+    type: str | None
+    prompt: str | None
+    button: str | None
+    button_message_id: str | None
+    buttons: tuple[str, ...]
+    seed: str | None
+    ref: str | None
+    submitted_by: dict[str, Any] | None
+    saved_by: dict[str, Any] | None
+    created_at: str
+    files: tuple[SavedImage, ...]
+
+    @property
+    def folder(self) -> ObjectStoragePath:
+        """The folder holding the manifest and its images."""
+        return ObjectStoragePath(self.path).parent
+
+    def file_path(self, image: SavedImage) -> ObjectStoragePath:
+        """Where a saved image is."""
+        return self.folder / image.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's JSON object (``path`` left out: the file's location says it)."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "message_id": self.message_id,
+            "type": self.type,
+            "prompt": self.prompt,
+            "button": self.button,
+            "button_message_id": self.button_message_id,
+            "buttons": list(self.buttons),
+            "seed": self.seed,
+            "ref": self.ref,
+            "submitted_by": self.submitted_by,
+            "saved_by": self.saved_by,
+            "created_at": self.created_at,
+            "files": [asdict(image) for image in self.files],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: str) -> Manifest:
+        """
+        Read a manifest's JSON object; ``ValueError`` if it is not one this module writes.
+
+        :param data: the decoded JSON.
+        :param path: where it was read from.
+        """
+        if not isinstance(data, Mapping) or data.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest")
+        try:
+            return cls(
+                path=path,
+                **{name: data[name] for name in _MANIFEST_SCALARS},
+                buttons=tuple(data["buttons"]),
+                files=tuple(SavedImage(**image) for image in data["files"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is not a valid manifest: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | ObjectStoragePath) -> Manifest:
+        """
+        Read a manifest file, e.g. the one an Asset event's ``extra["manifest"]`` names.
+
+        :param path: the manifest's path or URI.
+        """
+        manifest_path = _as_path(path)
+        return cls.from_dict(json.loads(manifest_path.read_bytes()), str(manifest_path))
+
+    def verify(self) -> None:
+        """
+        Check that every listed file is there with its recorded size and sha256, to trust them before use.
+
+        :raises NextLegError: naming the first file that is missing or differs.
+        """
+        for image in self.files:
+            if not _unchanged(self.file_path(image), image):
+                raise NextLegError(
+                    f"{self.file_path(image)} is missing or differs from its manifest {self.path}",
+                    message_id=self.message_id,
+                    advice="Save the job's images again (rerun the saving task) before using them.",
+                )
+
+
+_MANIFEST_SCALARS = (
+    "message_id",
+    "type",
+    "prompt",
+    "button",
+    "button_message_id",
+    "seed",
+    "ref",
+    "submitted_by",
+    "saved_by",
+    "created_at",
+)
+
+
+def safe_stem(message_id: str) -> str:
+    """
+    The message id reduced to a file-name stem that cannot leave its folder (no ``/``, no leading dots).
+
+    :param message_id: the job's message id (NextLeg's are alphanumeric; anything else is replaced).
+    """
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", message_id).strip("_")[:120]
+    if not stem:
+        raise NextLegInputError(
+            f"message id {message_id!r:.120} leaves no usable file name",
+            advice="Pass the result of a NextLeg job operator, whose message id names the files.",
+        )
+    return stem
+
+
+def save_job_images(
+    result: Mapping[str, Any],
+    destination: str | ObjectStoragePath,
+    hook: NextLegHook,
+    *,
+    button: str | None = None,
+    saved_by: Mapping[str, Any] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_attempts: int = 5,
+    retry_wait: float = 1.0,
+) -> Manifest:
+    """
+    Save a finished job's images and their manifest into ``destination``; files already saved are kept.
+
+    :param result: the job's result: a job operator's output (``Message.to_xcom()``); it must be done
+        and carry images.
+    :param destination: the folder, as an ``ObjectStoragePath`` or its URI (``file:///data/nextleg/``,
+        ``s3://my_conn@bucket/images/``); created if missing.
+    :param hook: the NextLeg hook, used only for ``POST /getImage`` when an image host answers 403.
+    :param button: the button pressed to make this job (a ``ButtonOperator``'s ``button``), for the
+        manifest; by default read from the result's ``ref`` when it names one.
+    :param saved_by: the saving task (dag_id, run_id, task_id, map_index, try_number), for the manifest.
+    :param max_bytes: largest image accepted; a bigger one fails the step and leaves no file.
+    :param timeout: seconds a direct download may wait for the next bytes.
+    :param max_attempts: attempts per direct download, retried on 429, 5xx and broken connections.
+    :param retry_wait: first pause between attempts in seconds; it doubles with each attempt.
+    """
+    message = _finished_message(result)
+    folder = _as_path(destination)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = safe_stem(message.message_id)
+    manifest_path = folder / f"{stem}.json"
+    earlier = _earlier_manifest(manifest_path)
+    kept = {image.name: image for image in earlier.files} if earlier else {}
+    submitted_by, ref = _decode_ref(message.ref)
+    planned = _planned_images(message, stem)
+    files: list[SavedImage] = []
+    reused = 0
+    with _Downloader(hook, max_bytes, timeout, max_attempts, retry_wait) as downloader:
+        for role, index, url, name in planned:
+            target = folder / name
+            previous = kept.get(name)
+            if previous is not None and _unchanged(target, previous):
+                files.append(previous)
+                reused += 1
+                continue
+            files.append(downloader.save(url, target, role=role, index=index))
+            log.info(
+                "Job %s: saved %s (%d of %d images)", message.message_id, target, len(files), len(planned)
+            )
+    manifest = Manifest(
+        path=str(manifest_path),
+        message_id=message.message_id,
+        type=message.type,
+        prompt=message.content if isinstance(message.content, str) else None,
+        button=button or (submitted_by or {}).get("button"),
+        button_message_id=message.button_message_id,
+        buttons=message.buttons,
+        seed=message.seed,
+        ref=ref,
+        submitted_by=submitted_by,
+        saved_by=dict(saved_by) if saved_by is not None else None,
+        created_at=earlier.created_at if earlier else datetime.now(timezone.utc).isoformat(),
+        files=tuple(files),
+    )
+    _write_atomically(manifest_path, [json.dumps(manifest.to_dict(), indent=2).encode()])
+    log.info(
+        "Job %s: %d images in %s (%d already there), manifest %s",
+        message.message_id,
+        len(files),
+        folder,
+        reused,
+        manifest_path,
+    )
+    return manifest
+
+
+def write_contact_sheet(
+    manifests: Sequence[Manifest],
+    destination: str | ObjectStoragePath,
+    *,
+    title: str = "NextLeg contact sheet",
+) -> ObjectStoragePath:
+    """
+    Write an HTML page showing jobs in order (prompt, grid, variation, upscale...) with their saved images.
+
+    Images in the same store are linked by relative path, so the page works wherever its folder is copied.
+
+    :param manifests: the jobs, in the order to show them (e.g. imagine, then V1, then U1).
+    :param destination: the page's path (ending in ``.html``) or the folder for ``contact_sheet.html``.
+    :param title: the page's title.
+    """
+    page = _as_path(destination)
+    if not page.name.endswith(".html"):
+        page = page / "contact_sheet.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    steps = "\n<div class='arrow'>↓</div>\n".join(
+        _contact_sheet_step(number, manifest, page) for number, manifest in enumerate(manifests, 1)
+    )
+    document = _CONTACT_SHEET.format(title=html.escape(title), steps=steps)
+    _write_atomically(page, [document.encode()])
+    log.info("Wrote a contact sheet of %d jobs to %s", len(manifests), page)
+    return page
+
+
+# --- the job's images ---------------------------------------------------------------------------------
+
+
+def _as_path(path: str | ObjectStoragePath) -> ObjectStoragePath:
+    return ObjectStoragePath(path) if isinstance(path, str) else path
+
+
+def _finished_message(result: Mapping[str, Any]) -> Message:
+    """The result as a message that is done and has images; ``NextLegInputError`` otherwise."""
+    try:
+        message = Message.from_xcom(dict(result))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise NextLegInputError(
+            f"result {result!r:.200} is not a NextLeg job result ({type(exc).__name__}: {exc})",
+            advice="Pass the output of a NextLeg job operator that waited for its job.",
+        ) from None
+    if message.status is not MessageStatus.DONE or not (message.image_url or message.image_urls):
+        raise NextLegInputError(
+            f"job {message.message_id} is {message.status.value} with no images to save",
+            message_id=message.message_id,
+            advice="Save the output of an imagine, button or blend job that finished with images.",
+        )
+    return message
+
+
+def _planned_images(message: Message, stem: str) -> list[tuple[str, int | None, str, str]]:
+    """
+    ``(role, index, url, name)`` of each image to save.
+
+    ``image_url`` is the grid when it is not among ``image_urls``; a job with ``image_url`` alone (an
+    upscale, in some responses) has that one image.
+    """
+    urls = list(message.image_urls)
+    planned: list[tuple[str, int | None, str, str]] = []
+    if message.image_url and message.image_url not in urls:
+        if urls:
+            planned.append(("grid", None, message.image_url, f"{stem}_grid"))
+        else:
+            urls = [message.image_url]
+    planned += [("image", index, url, f"{stem}_{index}") for index, url in enumerate(urls)]
+    return [
+        (role, index, validation.check_url(url, name="image URL"), name + _suffix(url))
+        for role, index, url, name in planned
+    ]
+
+
+def _suffix(url: str) -> str:
+    """The file suffix: the URL's own if it is an image suffix, else ``.png`` (what Midjourney serves)."""
+    suffix = posixpath.splitext(urlsplit(url).path)[1].lower()
+    return suffix if suffix in _IMAGE_SUFFIXES else ".png"
+
+
+def _decode_ref(ref: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """
+    The submitting task and the caller's own ref, from the ``ref`` a job operator sent.
+
+    Job operators send ``{"dag_id", "run_id", "task_id", "map_index", "try_number", "ref"?}``; any other
+    ``ref`` is the caller's own, kept as it is.
+    """
+    try:
+        decoded = json.loads(ref) if ref else None
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, dict) or "dag_id" not in decoded:
+        return None, ref
+    own = decoded.pop("ref", None)
+    return decoded, None if own is None else str(own)
+
+
+def _earlier_manifest(path: ObjectStoragePath) -> Manifest | None:
+    """The manifest an earlier run wrote here, if it can be read."""
+    try:
+        return Manifest.load(path)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        log.warning("Ignoring the unreadable earlier manifest %s (%s): saving every image again", path, exc)
+        return None
+
+
+def _unchanged(path: ObjectStoragePath, image: SavedImage) -> bool:
+    """Whether ``path`` holds exactly the bytes the manifest recorded (size first: it costs no read)."""
+    try:
+        if path.stat()["size"] != image.size:
+            return False
+        digest = hashlib.sha256()
+        with path.open("rb") as source:
+            for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return False
+    return digest.hexdigest() == image.sha256
+
+
+# --- downloading --------------------------------------------------------------------------------------
+
+
+class _Downloader:
+    """
+    Downloads images into files: directly from their host without credentials, through the hook on 403.
+
+    One ``requests.Session`` without any authentication serves every direct download of a job; the hook,
+    whose session carries the token, only ever talks to the API's base URL.
+    """
+
+    def __init__(
+        self, hook: NextLegHook, max_bytes: int, timeout: float, max_attempts: int, retry_wait: float
+    ) -> None:
+        if max_bytes < 1 or timeout <= 0 or max_attempts < 1 or retry_wait < 0:
+            raise NextLegInputError(
+                f"max_bytes={max_bytes}, timeout={timeout}, max_attempts={max_attempts} and "
+                f"retry_wait={retry_wait} cannot work",
+                advice="Pass a positive max_bytes and timeout, max_attempts of at least 1, retry_wait >= 0.",
+            )
+        self.hook = hook
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.retry_wait = retry_wait
+        self.session = requests.Session()
+
+    def __enter__(self) -> _Downloader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.session.close()
+
+    def save(self, url: str, target: ObjectStoragePath, *, role: str, index: int | None) -> SavedImage:
+        """Save one image to ``target``, retrying transient failures, falling back to getImage on 403."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_exponential(multiplier=self.retry_wait, max=MAX_BACKOFF)
+            + wait_random(0, self.retry_wait),
+            retry=retry_if_exception_type(_TRANSIENT),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            saved = retrying(self._direct, url, target)
+        except NextLegError as exc:
+            raise exc.after_attempts(retrying.statistics.get("attempt_number", 1)) from exc.__cause__
+        via = "direct"
+        if saved is None:
+            log.info("%s answered 403: fetching it through NextLeg's POST /getImage", url)
+            content_type, sha256, size = self._via_api(url, target)
+            via = "getImage"
+        else:
+            content_type, sha256, size = saved
+        return SavedImage(target.name, role, index, url, via, sha256, size, content_type)
+
+    def _direct(self, url: str, target: ObjectStoragePath) -> tuple[str, str, int] | None:
+        """One attempt at the image's own host: ``(content_type, sha256, size)``, or ``None`` on 403."""
+        try:
+            with self.session.get(
+                url, stream=True, timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout)
+            ) as response:
+                status, content_type = response.status_code, response.headers.get("Content-Type", "")
+                if status == 403:
+                    return None
+                _check_answer(
+                    url, status, content_type, response.headers.get("Content-Length"), self.max_bytes
+                )
+                chunks = _limited(response.iter_content(CHUNK_SIZE), self.max_bytes, url)
+                sha256, size = _write_atomically(target, chunks)
+        except requests.RequestException as exc:
+            raise NextLegConnectionError(
+                f"the download broke off ({type(exc).__name__}: {exc})",
+                endpoint=f"GET {url}",
+                advice="The image host could not be reached or dropped the connection; a retry may help.",
+            ) from exc
+        return content_type.split(";")[0].strip(), sha256, size
+
+    def _via_api(self, url: str, target: ObjectStoragePath) -> tuple[str, str, int]:
+        """The image through ``POST /getImage`` (the hook retries it and sends the token to the API only)."""
+        data = self.hook.get_image(url)
+        content_type = next((kind for magic, kind in _SIGNATURES if data.startswith(magic)), None)
+        if content_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            content_type = "image/webp"
+        if content_type is None:
+            raise NextLegMalformedResponseError(
+                f"the bytes returned for {url} are not a PNG, JPEG, GIF or WebP image",
+                endpoint="POST /getImage",
+                advice="Check that the connection's base URL points at the NextLeg API.",
+            )
+        chunks = (data[start : start + CHUNK_SIZE] for start in range(0, len(data), CHUNK_SIZE))
+        sha256, size = _write_atomically(target, _limited(chunks, self.max_bytes, url))
+        return content_type, sha256, size
+
+
+def _check_answer(url: str, status: int, content_type: str, length: str | None, max_bytes: int) -> None:
+    """Refuse an answer that is not an image of an acceptable size, before writing anything."""
+    where: dict[str, Any] = {"endpoint": f"GET {url}", "status": status}
+    if status == 429 or status >= 500:
+        raise NextLegServerError("the image host is failing or throttling", **where)
+    if status != 200:
+        raise NextLegBadRequestError(
+            "the image host refused the download",
+            advice="The image URL may have expired: run the job again for fresh URLs.",
+            **where,
+        )
+    if not content_type.lower().startswith("image/"):
+        raise NextLegMalformedResponseError(
+            f"expected an image, got {content_type or 'no content type'}",
+            advice="The URL answered something other than an image (a login or error page?).",
+            **where,
+        )
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise _too_large(url, max_bytes, f"announces {int(length)} bytes")
+
+
+def _limited(chunks: Iterable[bytes], max_bytes: int, url: str) -> Iterator[bytes]:
+    """Pass ``chunks`` on, failing as soon as they add up to more than ``max_bytes``."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > max_bytes:
+            raise _too_large(url, max_bytes, f"passed {max_bytes} bytes")
+        yield chunk
+
+
+def _too_large(url: str, max_bytes: int, how: str) -> NextLegInputError:
+    return NextLegInputError(
+        f"the image {url} {how}, more than max_bytes allows",
+        advice=f"Raise max_bytes (now {max_bytes}) if images this large are expected; nothing was saved.",
+    )
+
+
+def _write_atomically(target: ObjectStoragePath, chunks: Iterable[bytes]) -> tuple[str, int]:
+    """
+    Write ``chunks`` to a temporary name beside ``target``, then rename it into place; ``(sha256, size)``.
+
+    On any failure, the temporary file is removed and ``target`` is left as it was.
+    """
+    temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with temp.open("wb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        temp.rename(target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise
+    return digest.hexdigest(), size
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "Download failed (%s); attempt %d, next in %.2f s", error, state.attempt_number, state.upcoming_sleep
+    )
+
+
+# --- the contact sheet --------------------------------------------------------------------------------
+
+_CONTACT_SHEET = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }}
+section {{ border: 1px solid #ddd; border-radius: 8px; padding: 1rem; }}
+.prompt {{ font-size: 1.1rem; font-style: italic; }}
+.meta {{ color: #666; font-size: 0.85rem; }}
+.images {{ display: flex; flex-wrap: wrap; gap: 0.75rem; align-items: flex-start; }}
+figure {{ margin: 0; }}
+figure img {{ width: 12rem; display: block; border-radius: 4px; }}
+figure.grid img, figure:only-child img {{ width: 24rem; }}
+figcaption {{ color: #666; font-size: 0.75rem; }}
+.arrow {{ text-align: center; font-size: 2rem; color: #999; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+{steps}
+</body>
+</html>
+"""
+
+
+def _contact_sheet_step(number: int, manifest: Manifest, page: ObjectStoragePath) -> str:
+    """One job's section: what made it, its prompt, its images."""
+    made_by = manifest.button or manifest.type or "job"
+    figures = "\n".join(
+        f"<figure class='{image.role}'><a href='{_link(page, manifest.file_path(image))}'>"
+        f"<img src='{_link(page, manifest.file_path(image))}' alt='{html.escape(image.name, quote=True)}'>"
+        f"</a><figcaption>{html.escape(image.name)} · {image.size // 1024} KB · "
+        f"sha256 {image.sha256[:12]}… · {image.fetched_via}</figcaption></figure>"
+        for image in manifest.files
+    )
+    meta = [f"message {manifest.message_id}"]
+    if manifest.seed:
+        meta.append(f"seed {manifest.seed}")
+    if manifest.buttons:
+        meta.append("buttons " + ", ".join(manifest.buttons))
+    meta.append(f"saved {manifest.created_at}")
+    return (
+        f"<section>\n<h2>{number}. {html.escape(made_by)}</h2>\n"
+        f"<p class='prompt'>{html.escape(manifest.prompt or '(no prompt)')}</p>\n"
+        f"<p class='meta'>{html.escape(' · '.join(meta))} · "
+        f"<a href='{_link(page, ObjectStoragePath(manifest.path))}'>manifest</a></p>\n"
+        f"<div class='images'>\n{figures}\n</div>\n</section>"
+    )
+
+
+def _link(page: ObjectStoragePath, target: ObjectStoragePath) -> str:
+    """A link from ``page`` to ``target``: relative within one store, else ``target``'s full URI."""
+    same_store = (page.protocol or "file", page.conn_id, page.bucket) == (
+        target.protocol or "file",
+        target.conn_id,
+        target.bucket,
+    )
+    href = quote(posixpath.relpath(target.path, page.parent.path)) if same_store else str(target)
+    return html.escape(href, quote=True)
