@@ -160,12 +160,15 @@ async def _aget_connection(hook: BaseHook, conn_id: str) -> tuple[Connection, di
     Airflow 3.3.2 added ``Connection.aextra_dejson``, which masks the extra's secrets asynchronously; from
     then on ``aget_connection`` is safe in the triggerer. Before it, both the async lookup and
     ``extra_dejson`` mask through a synchronous call to the supervisor, which fails when another async
-    call is in flight, so there the synchronous lookup runs in a worker thread.
+    call is in flight, so there the synchronous calls run in a worker thread. A secrets backend read
+    outside a task may hand back Airflow's ORM connection, which has no ``aextra_dejson`` either.
     """
     if hasattr(Connection, "aextra_dejson"):
         conn = await hook.aget_connection(conn_id)
+    else:
+        conn = await sync_to_async(hook.get_connection)(conn_id)
+    if hasattr(conn, "aextra_dejson"):
         return conn, await conn.aextra_dejson()
-    conn = await sync_to_async(hook.get_connection)(conn_id)
     return conn, await sync_to_async(lambda: conn.extra_dejson)()
 
 

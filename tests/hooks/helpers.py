@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,10 @@ from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.models import Message
 
 Call = Callable[..., Any]
+
+CONN = "AIRFLOW_CONN_NEXTLEG_DEFAULT"
+UNKNOWN_ID = "doesNotExist00000000"
+"""A well-formed message id the emulator does not know."""
 
 
 def connection_json(emulator: Any, **changes: Any) -> str:
@@ -53,3 +58,11 @@ def poll(call: Call, message_id: str, *, timeout: float = 20.0, **kwargs: Any) -
 def requests_seen(emulator: Any) -> int:
     """How many API requests the emulator received, all endpoints together."""
     return sum(emulator.counters()["requests"].values())
+
+
+def closed_port_url() -> str:
+    """A base URL nothing listens on: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

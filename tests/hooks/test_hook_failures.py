@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -26,18 +25,7 @@ from airflow_provider_nextleg.exceptions import (
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.models import MessageStatus
 
-from .helpers import call_through, connection_json, poll, requests_seen
-
-CONN = "AIRFLOW_CONN_NEXTLEG_DEFAULT"
-UNKNOWN_ID = "doesNotExist00000000"
-
-
-def closed_port_url() -> str:
-    """A base URL nothing listens on: connections are refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+from .helpers import CONN, UNKNOWN_ID, call_through, closed_port_url, connection_json, poll, requests_seen
 
 
 def accepted(emulator, endpoint: str = "/v2/imagine") -> list[dict]:
