@@ -64,7 +64,8 @@ class SaveImagesOperator(BaseOperator):
 
     :param result: the finished job's result (an ImagineOperator's or ButtonOperator's ``output``).
     :param destination: the folder (templated), e.g. ``file:///data/nextleg/{{ ds }}/{{ run_id }}/``
-        or ``s3://aws_default@bucket/nextleg/{{ ds }}/``; the connection id before ``@`` authenticates.
+        or ``s3://aws_default@bucket/nextleg/{{ run_id }}/``; the connection id before ``@`` authenticates.
+        (``{{ ds }}`` is undefined in a run without a logical date; ``{{ dag_run.run_after | ds }}`` is not.)
     :param nextleg_conn_id: the nextleg connection, used only to fetch images through ``POST /getImage``
         when their host answers 403.
     :param button: the button that made this job (templated), for the manifest: a ButtonOperator's result
