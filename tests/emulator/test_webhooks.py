@@ -15,22 +15,20 @@ class TestWebhooks:
             "/v2/imagine", msg="a fox", ref="run-1", webhookOverride=f"{receiver.url}/hook"
         )
         polled = api.wait(message_id)["response"]
-        wait_until(lambda: receiver.received)
-        delivered = receiver.received[0]
+        [record] = wait_until(emu.webhooks)  # recorded once the receiver has answered
+        [delivered] = receiver.received
         assert delivered["path"] == "/hook"
         assert delivered["json"] == polled
         assert delivered["json"]["ref"] == "run-1"
         assert delivered["json"]["originatingMessageId"] == message_id
-        assert emu.webhooks() == [
-            {
-                "url": f"{receiver.url}/hook",
-                "messageId": message_id,
-                "ref": "run-1",
-                "status": 200,
-                "error": None,
-                "time": emu.webhooks()[0]["time"],
-            }
-        ]
+        assert record == {
+            "url": f"{receiver.url}/hook",
+            "messageId": message_id,
+            "ref": "run-1",
+            "status": 200,
+            "error": None,
+            "time": record["time"],
+        }
 
     def test_the_default_webhook_is_used_without_an_override(
         self, api: Api, emu: EmulatorServer, receiver: WebhookReceiver
