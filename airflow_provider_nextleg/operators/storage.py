@@ -46,7 +46,7 @@ def destination_asset(destination: str | ObjectStoragePath) -> Asset:
             advice="Pass outlets=[Asset(...)] (or outlets=[] for none) to SaveImagesOperator.",
         )
     netloc = parts.netloc.rpartition("@")[2]
-    return Asset(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
+    return Asset(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
 
 
 class SaveImagesOperator(BaseOperator):
