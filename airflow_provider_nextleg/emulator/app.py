@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
@@ -35,6 +36,7 @@ from airflow_provider_nextleg.emulator.webhooks import WebhookDispatcher
 logger = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_emulator"
+T = TypeVar("T")
 _HIDDEN_SETTINGS = ("token", "admin_token")
 
 
@@ -85,7 +87,7 @@ class EmulatorState:
             raise ApiError(400, f"Unknown settings: {', '.join(sorted(unknown))}")
         merged = {**dataclasses.asdict(self.settings), **changes}
         try:
-            updated = TypeAdapter(EmulatorSettings).validate_python(merged)
+            updated = _adapter(EmulatorSettings).validate_python(merged)
         except ValidationError as exc:
             raise ApiError(400, str(exc)) from exc
         if updated.time_scale != self.clock.scale:
@@ -304,7 +306,7 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
         """Append one scripted fault after those already queued."""
         admin(request)
         try:
-            fault = TypeAdapter(Fault).validate_python(await _payload(request))
+            fault = _adapter(Fault).validate_python(await _payload(request))
         except ValidationError as exc:
             raise ApiError(400, str(exc)) from exc
         state.settings.faults.scripted.append(fault)
@@ -437,6 +439,12 @@ def _bearer(request: Request) -> str:
 
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
+
+
+@functools.cache
+def _adapter(kind: type[T]) -> TypeAdapter[T]:
+    """Validators of the settings dataclasses, built once: building one takes milliseconds."""
+    return TypeAdapter(kind)
 
 
 def _new_counters() -> dict[str, Counter[str]]:

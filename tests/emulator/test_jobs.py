@@ -12,8 +12,8 @@ from .support import Api, wait_until
 class TestConcurrencyAndQueue:
     @pytest.fixture
     def one_slot(self, emu: EmulatorServer) -> EmulatorServer:
-        """One job at a time, two may wait, and jobs slow enough (0.3 to 0.75 s) to watch them queue."""
-        emu.configure(concurrency=1, queue_length=2, time_scale=0.01)
+        """One job at a time, two may wait, and jobs slow enough (0.15 to 0.37 s) to watch them queue."""
+        emu.configure(concurrency=1, queue_length=2, time_scale=0.005)
         return emu
 
     def test_jobs_past_the_concurrency_wait_as_job_queued(self, api: Api, one_slot: EmulatorServer) -> None:

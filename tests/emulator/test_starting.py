@@ -12,15 +12,24 @@ from pathlib import Path
 import httpx
 import pytest
 
-from airflow_provider_nextleg.emulator import EmulatorServer, EmulatorSettings
+from airflow_provider_nextleg.emulator import EmulatorServer, EmulatorSettings, FaultSettings, cli
 
 CLI = Path(sys.executable).parent / "nextleg-emulator"
 
 
 class TestCli:
-    def start(self, *args: str) -> tuple[subprocess.Popen[str], str]:
+    @pytest.mark.parametrize(
+        ("signum", "args", "token", "announced"),
+        [
+            (signal.SIGINT, [], "emulator-token", "(token: the default demo token 'emulator-token')"),
+            (signal.SIGTERM, ["--token", "s3cret-token"], "s3cret-token", "(token: from --token)"),
+        ],
+    )
+    def test_prints_its_url_serves_and_exits_cleanly_on_a_signal(
+        self, signum: int, args: list[str], token: str, announced: str
+    ) -> None:
         process = subprocess.Popen(
-            [str(CLI), "--port", "0", "--log-level", "warning", *args],
+            [str(CLI), "--port", "0", "--log-level", "warning", "--time-scale", "0.01", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -28,17 +37,13 @@ class TestCli:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("NextLeg emulator listening on http://127.0.0.1:"), line
-        return process, line
-
-    @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-    def test_prints_its_url_serves_and_exits_cleanly_on_a_signal(self, signum: int) -> None:
-        process, line = self.start("--time-scale", "0.01", "--no-rate-limit")
+        assert line.rstrip().endswith(announced)
+        assert "s3cret" not in line
         base_url = line.split()[4]
-        assert "default demo token" in line
         response = httpx.post(
             f"{base_url}/v2/imagine",
             json={"msg": "from the CLI"},
-            headers={"Authorization": "Bearer emulator-token"},
+            headers={"Authorization": f"Bearer {token}"},
             trust_env=False,
         )
         assert response.status_code == 200
@@ -47,42 +52,40 @@ class TestCli:
         assert process.stderr is not None
         assert "Traceback" not in process.stderr.read()
 
-    def test_flags_reach_the_settings_and_a_given_token_is_never_printed(self) -> None:
-        process, line = self.start(
-            "--token",
-            "s3cret-token",
-            "--admin-token",
-            "adm",
-            "--concurrency",
-            "12",
-            "--force",
-            "sunflower=FAILED_TO_PROCESS_YOUR_COMMAND",
-            "--error-rate",
-            "0.25",
-            "--banned-words",
-            "broccoli,kale",
+    def test_flags_become_settings(self) -> None:
+        args = cli.parse_args(
+            "--token t --admin-token a --time-scale 0.5 --no-rate-limit --concurrency 12 --queue-length 4 --seed 9"
+            " --default-webhook http://h/ --banned-words kale,leek --force sunflower=FAILED_TO_PROCESS_YOUR_COMMAND"
+            " --force rose=STALL --error-rate 0.25 --drop-rate 0.1 --slow-rate 0.2 --slow-seconds 3"
+            " --malformed-rate 0.05 --cdn-forbidden --no-prefilter --rate-limit-requests 2 --rate-limit-window 5".split()
         )
-        try:
-            assert "s3cret-token" not in line
-            assert "(token: from --token)" in line
-            base_url = line.split()[4]
-            settings = httpx.get(
-                f"{base_url}/_emulator/settings", headers={"Authorization": "Bearer adm"}, trust_env=False
-            ).json()
-            assert settings["concurrency"] == 12
-            assert settings["banned_words"] == ["broccoli", "kale"]
-            assert settings["faults"]["forced_codes"] == {"sunflower": "FAILED_TO_PROCESS_YOUR_COMMAND"}
-            assert settings["faults"]["error_rate"] == 0.25
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+        assert cli.settings_from_args(args) == EmulatorSettings(
+            token="t",
+            admin_token="a",
+            time_scale=0.5,
+            rate_limit=False,
+            rate_limit_requests=2,
+            rate_limit_window=5.0,
+            concurrency=12,
+            queue_length=4,
+            seed=9,
+            default_webhook="http://h/",
+            banned_words=["kale", "leek"],
+            prefilter=False,
+            faults=FaultSettings(
+                error_rate=0.25,
+                drop_rate=0.1,
+                slow_rate=0.2,
+                slow_seconds=3.0,
+                malformed_rate=0.05,
+                forced_codes={"sunflower": "FAILED_TO_PROCESS_YOUR_COMMAND", "rose": "STALL"},
+                cdn_forbidden=True,
+            ),
+        )
 
-    def test_invalid_settings_exit_with_a_message(self) -> None:
-        run = subprocess.run(
-            [str(CLI), "--time-scale", "0"], capture_output=True, text=True, timeout=30, check=False
-        )
-        assert run.returncode == 2
-        assert "time_scale must be positive" in run.stderr
+    def test_invalid_settings_exit_with_a_message(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert cli.main(["--time-scale", "0"]) == 2
+        assert "time_scale must be positive" in capsys.readouterr().err
 
 
 class TestInProcess:
