@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +16,12 @@ import pytest
 from airflow_provider_nextleg.emulator import EmulatorServer, EmulatorSettings, FaultSettings, cli
 
 CLI = Path(sys.executable).parent / "nextleg-emulator"
+EVERY_FLAG = """
+    --token t --admin-token a --time-scale 0.5 --no-rate-limit --rate-limit-requests 2 --rate-limit-window 5
+    --concurrency 12 --queue-length 4 --seed 9 --default-webhook http://h/ --banned-words kale,leek
+    --no-prefilter --error-rate 0.25 --drop-rate 0.1 --slow-rate 0.2 --slow-seconds 3 --malformed-rate 0.05
+    --force sunflower=FAILED_TO_PROCESS_YOUR_COMMAND --force rose=STALL --cdn-forbidden
+"""
 
 
 class TestCli:
@@ -53,12 +60,7 @@ class TestCli:
         assert "Traceback" not in process.stderr.read()
 
     def test_flags_become_settings(self) -> None:
-        args = cli.parse_args(
-            "--token t --admin-token a --time-scale 0.5 --no-rate-limit --concurrency 12 --queue-length 4 --seed 9"
-            " --default-webhook http://h/ --banned-words kale,leek --force sunflower=FAILED_TO_PROCESS_YOUR_COMMAND"
-            " --force rose=STALL --error-rate 0.25 --drop-rate 0.1 --slow-rate 0.2 --slow-seconds 3"
-            " --malformed-rate 0.05 --cdn-forbidden --no-prefilter --rate-limit-requests 2 --rate-limit-window 5".split()
-        )
+        args = cli.parse_args(shlex.split(EVERY_FLAG))
         assert cli.settings_from_args(args) == EmulatorSettings(
             token="t",
             admin_token="a",
