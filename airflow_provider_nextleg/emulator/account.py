@@ -148,7 +148,6 @@ class Job:
     start: float
     finish: float
     steps: int = 0
-    mode: str = "Fast"
     error: str | None = None
     stalled: bool = False
     image: ImageSpec | None = None
@@ -207,7 +206,6 @@ class Account:
             self._origin(payload, base_url),
             "imagine",
             prompt,
-            prompt,
             seed,
             image=image,
             buttons=GRID_BUTTONS,
@@ -229,7 +227,7 @@ class Account:
         if parent.type == "settings":
             return self._toggle(origin, button)
         if button == SEED_BUTTON and parent.image is not None:
-            return self._create(origin, "button", parent.prompt, parent.prompt, parent.seed, show_seed=True)
+            return self._create(origin, "button", parent.prompt, parent.seed, show_seed=True)
         if button not in parent.buttons:
             return self._fail(origin, "button", parent.prompt, "BUTTON_NOT_FOUND")
         if button in parent.pressed:
@@ -247,7 +245,7 @@ class Account:
         if not is_link(url):
             return self._fail(origin, "describe", "", "INVALID_LINK")
         return self._create(
-            origin, "describe", "", describe_prompts(url), self._new_seed(), buttons=DESCRIBE_BUTTONS
+            origin, "describe", "", self._new_seed(), content=describe_prompts(url), buttons=DESCRIBE_BUTTONS
         )
 
     def blend(self, payload: dict[str, Any], base_url: str) -> Job:
@@ -260,18 +258,18 @@ class Account:
             return self._fail(origin, "blend", prompt, "INVALID_LINK")
         seed = self._new_seed()
         image = ImageSpec("grid", prompt, seed, "blend", GRID_SIZE)
-        return self._create(origin, "blend", prompt, prompt, seed, image=image, buttons=GRID_BUTTONS)
+        return self._create(origin, "blend", prompt, seed, image=image, buttons=GRID_BUTTONS)
 
     def info(self, payload: dict[str, Any], base_url: str) -> Job:
-        return self._create(self._origin(payload, base_url), "info", "", self._info(), self._new_seed())
+        return self._create(
+            self._origin(payload, base_url), "info", "", self._new_seed(), content=self._info()
+        )
 
     def settings_message(self, payload: dict[str, Any], base_url: str) -> Job:
         """``GET /v2/settings`` (no toggle: show them) or ``POST /v2/settings {settingsToggle}``."""
         origin = self._origin(payload, base_url)
         if "settingsToggle" not in payload:
-            return self._create(
-                origin, "settings", "", dict(self.modes), self._new_seed(), buttons=SETTINGS_TOGGLES
-            )
+            return self._settings_result(origin)
         return self._toggle(origin, str(payload["settingsToggle"]))
 
     def slash_command(self, payload: dict[str, Any], base_url: str) -> Job:
@@ -280,7 +278,7 @@ class Account:
             raise Refused(f"Unknown command, use one of: {', '.join(SLASH_COMMANDS)}")
         self._apply_toggle(toggle)
         origin = self._origin(payload, base_url)
-        return self._create(origin, "slash-command", "", _SLASH_REPLIES[toggle], self._new_seed())
+        return self._create(origin, "slash-command", "", self._new_seed(), content=_SLASH_REPLIES[toggle])
 
     # -- reads -----------------------------------------------------------------------------------------------
 
@@ -329,7 +327,7 @@ class Account:
             return body
         if job.buttons:
             body["buttonMessageId"] = job.button_message_id
-        if job.image is not None and not job.show_seed:
+        if job.image is not None:
             cdn = f"{base_url}/cdn/{job.id}"
             if job.image.kind == "grid":
                 body["imageUrl"] = f"{cdn}/grid.png"
@@ -350,7 +348,7 @@ class Account:
     def image(self, job_id: str, name: str) -> ImageSpec | None:
         """The picture behind a CDN file name of a job, or None if the job has no such picture (yet)."""
         job = self.jobs.get(job_id)
-        if job is None or job.image is None or job.show_seed:
+        if job is None or job.image is None:
             return None
         step = re.fullmatch(r"progress_(\d{1,2})\.png", name)
         if step:
@@ -392,13 +390,12 @@ class Account:
             prompt = parent.content[DESCRIBE_BUTTONS.index(button)].split(" ", 1)[1]
             seed = self._new_seed()
             image = ImageSpec("grid", prompt, seed, button, GRID_SIZE)
-            return self._create(origin, "button", prompt, prompt, seed, image=image, buttons=GRID_BUTTONS)
+            return self._create(origin, "button", prompt, seed, image=image, buttons=GRID_BUTTONS)
         assert parent.image is not None
         if button == FAVORITE_BUTTON:
             return self._create(
                 origin,
                 "button",
-                parent.prompt,
                 parent.prompt,
                 parent.seed,
                 image=parent.image,
@@ -413,7 +410,6 @@ class Account:
                 origin,
                 "button",
                 parent.prompt,
-                parent.prompt,
                 parent.seed,
                 image=image,
                 buttons=UPSCALE_BUTTONS,
@@ -423,7 +419,6 @@ class Account:
             return self._create(
                 origin,
                 "button",
-                parent.prompt,
                 parent.prompt,
                 parent.seed,
                 image=image,
@@ -435,16 +430,17 @@ class Account:
             error = _custom_zoom_error(payload, prompt, self.settings.banned_words)
         seed = self._new_seed()
         image = ImageSpec("grid", prompt, seed, button, GRID_SIZE)
-        return self._create(
-            origin, "button", prompt, prompt, seed, image=image, buttons=GRID_BUTTONS, error=error
-        )
+        return self._create(origin, "button", prompt, seed, image=image, buttons=GRID_BUTTONS, error=error)
 
     def _toggle(self, origin: Origin, toggle: str) -> Job:
         if toggle not in SETTINGS_TOGGLES:
             return self._fail(origin, "settings", "", "BUTTON_NOT_FOUND")
         self._apply_toggle(toggle)
+        return self._settings_result(origin)
+
+    def _settings_result(self, origin: Origin) -> Job:
         return self._create(
-            origin, "settings", "", dict(self.modes), self._new_seed(), buttons=SETTINGS_TOGGLES
+            origin, "settings", "", self._new_seed(), content=dict(self.modes), buttons=SETTINGS_TOGGLES
         )
 
     def _apply_toggle(self, toggle: str) -> None:
@@ -456,16 +452,16 @@ class Account:
         self.modes[setting] = value or ("Off" if self.modes[setting] == "On" else "On")
 
     def _fail(self, origin: Origin, kind: str, prompt: str, code: str) -> Job:
-        return self._create(origin, kind, prompt, prompt, self._new_seed(), error=code)
+        return self._create(origin, kind, prompt, self._new_seed(), error=code)
 
     def _create(
         self,
         origin: Origin,
         kind: str,
         prompt: str,
-        content: Any,
         seed: str,
         *,
+        content: Any = None,
         image: ImageSpec | None = None,
         buttons: tuple[str, ...] = (),
         error: str | None = None,
@@ -476,7 +472,8 @@ class Account:
         """Fix a new job's timeline and store it.
 
         A job that draws a new image (``image`` given and ``generates``) takes a concurrency slot and a
-        duration; errors and text answers appear after a short bot delay and take no slot.
+        duration; errors and text answers appear after a short bot delay and take no slot. A successful
+        result's ``content`` is the prompt unless given.
         """
         now = self.clock.now()
         mode = mode or self.modes["Job Mode"]
@@ -497,14 +494,13 @@ class Account:
             id=self._new_id(),
             type=kind,
             prompt=prompt,
-            content=content,
+            content=prompt if content is None else content,
             seed=seed,
             origin=origin,
             created=now,
             start=start,
             finish=finish,
             steps=steps,
-            mode=mode,
             error=error,
             stalled=stalled,
             image=image,

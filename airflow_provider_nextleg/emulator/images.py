@@ -68,16 +68,16 @@ def _grid(spec: ImageSpec) -> Image.Image:
     half = spec.size // 2
     grid = Image.new("RGB", (spec.size, spec.size))
     draw = ImageDraw.Draw(grid)
-    font = ImageFont.load_default(size=max(12, half // 8))
+    font = ImageFont.load_default(size=max(12, half // 5))
     for index in range(4):
         left, top = (index % 2) * half, (index // 2) * half
         grid.paste(_tile(spec.prompt, spec.seed, index, half), (left, top))
         # The bot numbers a grid's images 1 to 4, left to right then top to bottom (U1..U4, V1..V4).
         draw.text(
-            (left + half - half // 20, top + half // 20),
+            (left + half // 2, top + half // 2),
             str(index + 1),
             font=font,
-            anchor="ra",
+            anchor="mm",
             fill="white",
             stroke_width=2,
             stroke_fill="black",
@@ -109,8 +109,19 @@ def _colour(digest: bytes, offset: int) -> tuple[int, int, int]:
     return digest[offset % 32], digest[(offset + 1) % 32], digest[(offset + 2) % 32]
 
 
+#: Words for the emoji of button labels, which the built-in font cannot draw.
+_EMOJI_WORDS = {"🔄": "Reroll", "⬅️": "Pan Left", "➡️": "Pan Right", "⬆️": "Pan Up", "⬇️": "Pan Down"}
+
+
+def _drawable(label: str) -> str:
+    for emoji, word in _EMOJI_WORDS.items():
+        label = label.replace(emoji, word)
+    return label.encode("ascii", "ignore").decode().strip()
+
+
 def _caption(image: Image.Image, label: str, prompt: str) -> None:
     """Draw ``label`` large in the top-left corner and ``prompt`` in a dark band at the bottom."""
+    label = _drawable(label)
     draw = ImageDraw.Draw(image)
     size = image.width
     margin, label_px, prompt_px = size // 40, max(12, size // 10), max(10, size // 32)

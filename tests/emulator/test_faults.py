@@ -136,6 +136,16 @@ class TestRandomFaults:
         with pytest.raises(httpx.RemoteProtocolError):
             api.http.get("/v2/info")
 
+    def test_slow_rate_one_delays_every_call(self, api: Api, emu: EmulatorServer) -> None:
+        emu.set_faults(FaultSettings(slow_rate=1.0, slow_seconds=0.3))
+        with pytest.raises(httpx.ReadTimeout):
+            api.http.get("/v2/info", timeout=0.1)
+
+    def test_malformed_rate_one_truncates_every_answer(self, api: Api, emu: EmulatorServer) -> None:
+        emu.set_faults(FaultSettings(malformed_rate=1.0))
+        with pytest.raises(json.JSONDecodeError):
+            api.http.get("/v2/info").json()
+
     def test_set_faults_replaces_the_scripted_queue(self, api: Api, emu: EmulatorServer) -> None:
         emu.add_fault(Fault("/v2/info", "drop", count=3))
         emu.set_faults(FaultSettings())

@@ -10,6 +10,11 @@ from .support import Api, wait_until
 
 
 class TestConcurrencyAndQueue:
+    def test_three_jobs_run_at_once_by_default(self, api: Api, emu: EmulatorServer) -> None:
+        emu.configure(time_scale=0.005)
+        ids = [api.submit("/v2/imagine", msg=f"job {n}") for n in range(4)]
+        assert ["response" in api.message(message_id) for message_id in ids] == [False, False, False, True]
+
     @pytest.fixture
     def one_slot(self, emu: EmulatorServer) -> EmulatorServer:
         """One job at a time, two may wait, and jobs slow enough (0.15 to 0.37 s) to watch them queue."""

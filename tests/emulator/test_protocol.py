@@ -188,6 +188,12 @@ class TestMessageStates:
         assert api.message(message_id, expireMins=2)["progress"] == 100
         assert api.message(message_id, expireMins=0.1) == {"progress": "incomplete"}
 
+    def test_errors_appear_after_a_short_bot_delay(self, api: Api, emu: EmulatorServer) -> None:
+        emu.configure(min_bot_delay=3, max_bot_delay=3, time_scale=0.05)  # 0.15 s
+        message_id = api.submit("/v2/imagine", msg="a cat --foo")
+        assert api.message(message_id) == {"progress": 0, "progressImageUrl": None}
+        assert api.wait(message_id)["response"]["content"] == "INVALID_PARAMETER"
+
     def test_failed_job_reaches_progress_100_with_the_code_and_no_image(self, api: Api) -> None:
         response = api.imagine("a cat --foo bar")
         assert response["content"] == "INVALID_PARAMETER"
