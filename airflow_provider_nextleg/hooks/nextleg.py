@@ -432,6 +432,11 @@ class NextLegHook(BaseHook):
             self._settings = _Settings.from_connection(conn, extra)
         return self._settings
 
+    @property
+    def rate_limit_interval(self) -> float:
+        """Seconds between two requests of this connection's account: also the natural poll interval."""
+        return self._get_settings().rate_limit_interval
+
     def get_conn(self) -> requests.Session:
         """The hook's keep-alive session, with the token in its headers."""
         return self._session

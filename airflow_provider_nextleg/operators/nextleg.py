@@ -90,7 +90,9 @@ class NextLegJobOperator(BaseOperator):
         ``{"message_id": ...}`` as soon as it is submitted.
     :param deferrable: wait in the triggerer, holding no worker slot; the default comes from
         ``[operators] default_deferrable``. Otherwise the worker runs the same wait itself.
-    :param poll_interval: seconds between two polls of the job.
+    :param poll_interval: seconds between two polls of the job; ``None`` polls as often as the
+        connection's rate limit allows (``rate_limit_interval``, one request every 3 s by default), which
+        the hook's limiter enforces anyway.
     :param wait_timeout: how long to wait for the job at most (``timedelta`` or seconds; ``None`` waits
         as long as the job runs, which NextLeg bounds by ``expire_mins``). Kept as an absolute deadline,
         so a restarted triggerer does not restart the clock.
@@ -111,7 +113,7 @@ class NextLegJobOperator(BaseOperator):
         webhook_override: str | None = None,
         wait_for_completion: bool = True,
         deferrable: bool | None = None,
-        poll_interval: float = 5.0,
+        poll_interval: float | None = None,
         wait_timeout: timedelta | float | None = timedelta(hours=1),
         expire_mins: int | None = None,
         **kwargs: Any,
@@ -233,7 +235,7 @@ class NextLegJobOperator(BaseOperator):
             message_id=message_id,
             nextleg_conn_id=self.nextleg_conn_id,
             deadline=None if self.wait_timeout is None else time.time() + self.wait_timeout,
-            poll_interval=self.poll_interval,
+            poll_interval=self.hook.rate_limit_interval if self.poll_interval is None else self.poll_interval,
             expire_mins=self.expire_mins,
         )
 

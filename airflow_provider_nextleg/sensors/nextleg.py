@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import NextLegWaitError
@@ -35,8 +35,8 @@ class MessageSensor(BaseSensorOperator):
     becomes an absolute deadline kept inside the trigger, so a restarted triggerer does not restart the
     clock. Otherwise it pokes on the worker (``mode="reschedule"`` frees the slot between pokes). Either
     way a finished result is returned as the task's XCom; a job that failed fails the task (terminal
-    codes without retries), and a timeout fails it, or skips it with ``soft_fail=True``. 429s, 5xx and
-    dropped connections only delay the wait.
+    codes without retries), and so does a timeout; ``soft_fail=True`` skips instead, as for any Airflow
+    sensor. 429s, 5xx and dropped connections only delay the wait.
 
     :param message_id: the message id to wait for (templated).
     :param nextleg_conn_id: the nextleg connection.
@@ -106,12 +106,14 @@ class MessageSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=read_event(finished_event(message)).to_xcom())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """The trigger's event: the result, or the failure, the timeout (or skip with soft_fail)."""
+        """
+        The trigger's event: the result, or the job's failure, or a sensor timeout.
+
+        Like every Airflow sensor, ``soft_fail=True`` turns any of these failures into a skip.
+        """
         try:
             return read_event(event).to_xcom()
         except NextLegWaitError as exc:
-            if event.get("status") != TIMEOUT:
-                raise
-            if self.soft_fail:
-                raise AirflowSkipException(f"Skipping: {exc}") from exc
-            raise AirflowSensorTimeout(str(exc)) from exc
+            if event.get("status") == TIMEOUT:
+                raise AirflowSensorTimeout(str(exc)) from exc
+            raise

@@ -1,0 +1,223 @@
+"""The operators and the sensor in real Airflow (``dag.test()`` on a migrated database) against the emulator.
+
+``dag.test()`` runs each deferred task's trigger in-process, as a triggerer would (first event only).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.utils.state import DagRunState, TaskInstanceState
+from conftest import REPO_ROOT, TEST_DAGS
+from packaging.version import Version
+
+from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings
+from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+
+AIRFLOW_HAS_TASK_STATE = Version(__import__("airflow").__version__) >= Version("3.3.0")
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+@pytest.fixture(scope="module")
+def dags() -> dict[str, Any]:
+    found = {}
+    for folder in (REPO_ROOT / "dags_examples", TEST_DAGS):
+        bag = DagBag(dag_folder=folder)
+        assert bag.import_errors == {}, bag.import_errors
+        found.update(bag.dags)
+    return found
+
+
+def run(dag: Any, **conf: Any) -> tuple[Any, dict[str, Any]]:
+    """Run a DAG once; return the run and its task instances by task id (and map index)."""
+    dag_run = dag.test(run_conf=conf or None)
+    tis = {}
+    for ti in dag_run.get_task_instances():
+        tis[ti.task_id if ti.map_index < 0 else (ti.task_id, ti.map_index)] = ti
+    return dag_run, tis
+
+
+def xcom(ti: Any) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                task_id=ti.task_id,
+                map_index=ti.map_index,
+                key="return_value",
+            )
+            .one()
+        )
+        value = row.value
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def submissions(emulator: EmulatorServer) -> list[dict[str, Any]]:
+    return [entry for entry in emulator.ledger() if entry["endpoint"] != "/v2/seed"]
+
+
+class TestExampleDags:
+    def test_every_example_loads(self, dags: dict[str, Any]):
+        assert {
+            "nextleg_imagine_variation_upscale",
+            "nextleg_daily_batch",
+            "nextleg_seed_and_custom_zoom",
+            "nextleg_describe_then_imagine",
+        } <= set(dags)
+
+    def test_imagine_variation_upscale(self, dags, nextleg_emulator: EmulatorServer):
+        dag_run, tis = run(dags["nextleg_imagine_variation_upscale"], prompt="a red kite over a hill")
+        assert dag_run.state == DagRunState.SUCCESS
+        grid, variation, upscale = (xcom(tis[task]) for task in ("imagine", "variation", "upscale"))
+        assert grid["type"] == "imagine"
+        assert grid["content"] == "a red kite over a hill"
+        assert len(grid["image_urls"]) == 4
+        assert variation["type"] == "button"
+        assert "V1" in variation["buttons"]
+        assert "Vary (Strong)" in upscale["buttons"]
+        assert len(upscale["image_urls"]) == 1
+        ledger = nextleg_emulator.ledger()
+        assert [entry["endpoint"] for entry in ledger] == ["/v2/imagine", "/v2/button", "/v2/button"]
+        assert [entry["payload"].get("button") for entry in ledger[1:]] == ["V1", "U1"]
+        assert ledger[1]["payload"]["buttonMessageId"] == grid["button_message_id"]
+        refs = [json.loads(entry["ref"]) for entry in ledger]
+        assert [ref["task_id"] for ref in refs] == ["imagine", "variation", "upscale"]
+        assert all(ref["run_id"] == dag_run.run_id and ref["try_number"] == 1 for ref in refs)
+        assert not nextleg_emulator.duplicate_submissions()
+
+    def test_daily_batch_maps_prompts_and_upscales_all_four(self, dags, nextleg_emulator: EmulatorServer):
+        nextleg_emulator.configure(concurrency=12, queue_length=30)
+        prompts = ["a quiet harbour", "a birch forest"]
+        dag_run, tis = run(dags["nextleg_daily_batch"], prompts=prompts)
+        assert dag_run.state == DagRunState.SUCCESS
+        upscales = [xcom(ti) for key, ti in tis.items() if isinstance(key, tuple) and key[0] == "upscale"]
+        assert len(upscales) == 8
+        assert all(len(result["image_urls"]) == 1 for result in upscales)
+        pressed = sorted(
+            entry["payload"]["button"] for entry in nextleg_emulator.ledger() if "button" in entry["payload"]
+        )
+        assert pressed == ["U1", "U1", "U2", "U2", "U3", "U3", "U4", "U4"]
+        assert sorted(
+            e["payload"]["msg"] for e in nextleg_emulator.ledger() if "msg" in e["payload"]
+        ) == sorted(prompts)
+
+    def test_seed_and_custom_zoom(self, dags, nextleg_emulator: EmulatorServer):
+        dag_run, tis = run(dags["nextleg_seed_and_custom_zoom"])
+        assert dag_run.state == DagRunState.SUCCESS
+        seed, by_button, zoomed = xcom(tis["seed"]), xcom(tis["seed_by_button"]), xcom(tis["custom_zoom"])
+        assert seed["seed"].isdigit()
+        assert by_button["seed"] == seed["seed"]
+        assert zoomed["type"] == "button"
+        assert len(zoomed["image_urls"]) == 4  # a zoom out is a new grid
+        [zoom] = [
+            entry for entry in nextleg_emulator.ledger() if entry["payload"].get("button") == "Custom Zoom"
+        ]
+        assert zoom["payload"]["zoom"] == 1.5
+        assert zoom["payload"]["ar"] == "1:1"
+
+    def test_describe_then_imagine(self, dags, nextleg_emulator: EmulatorServer):
+        dag_run, tis = run(dags["nextleg_describe_then_imagine"])
+        assert dag_run.state == DagRunState.SUCCESS
+        described, imagined = xcom(tis["describe"]), xcom(tis["imagine"])
+        assert len(described["content"]) == 4
+        assert imagined["content"] in {text.split(" ", 1)[1] for text in described["content"]}
+
+
+class TestOperators:
+    def test_waiting_on_the_worker_follows_the_same_rules(self, dags, nextleg_emulator: EmulatorServer):
+        dag_run, tis = run(dags["nextleg_test_chain_on_worker"])
+        assert dag_run.state == DagRunState.SUCCESS
+        assert all(ti.state == TaskInstanceState.SUCCESS for ti in tis.values())
+        assert len(xcom(tis["upscale"])["image_urls"]) == 1
+        assert len(nextleg_emulator.ledger()) == 3
+
+    def test_a_retry_resumes_the_job_instead_of_paying_again(self, dags, nextleg_emulator: EmulatorServer):
+        # The job lasts 0.5 s: longer than the first try waits (0.3 s), shorter than both tries together.
+        nextleg_emulator.configure(min_duration=50.0, max_duration=50.0)
+        dag_run, tis = run(dags["nextleg_test_resume"])
+        ti = tis["imagine"]
+        assert ti.try_number == 2  # the first try gave up waiting
+        if AIRFLOW_HAS_TASK_STATE:
+            assert dag_run.state == DagRunState.SUCCESS
+            assert len(submissions(nextleg_emulator)) == 1
+            assert xcom(ti)["message_id"] == nextleg_emulator.ledger()[0]["messageId"]
+        else:  # no task state store before 3.3: every try submits
+            assert len(submissions(nextleg_emulator)) == 2
+
+    def test_clearing_a_finished_task_makes_a_new_job(self, dags, nextleg_emulator: EmulatorServer):
+        dag = dags["nextleg_test_chain_on_worker"]
+        run(dag)
+        run(dag)
+        assert len(submissions(nextleg_emulator)) == 6
+
+    @pytest.mark.parametrize("code", ["BANNED_PROMPT", "INVALID_PARAMETER"])
+    def test_terminal_code_fails_without_retries(self, dags, nextleg_emulator: EmulatorServer, code: str):
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"sunflower": code}))
+        dag_run, tis = run(dags["nextleg_test_failing_job"])
+        assert dag_run.state == DagRunState.FAILED
+        assert tis["imagine"].try_number == 1
+        assert len(submissions(nextleg_emulator)) == 1
+
+    def test_retryable_code_fails_the_attempt_and_retries_submit_again(
+        self, dags, nextleg_emulator: EmulatorServer
+    ):
+        nextleg_emulator.set_faults(
+            FaultSettings(forced_codes={"sunflower": "FAILED_TO_PROCESS_YOUR_COMMAND"})
+        )
+        dag_run, tis = run(dags["nextleg_test_failing_job"])
+        assert dag_run.state == DagRunState.FAILED
+        assert tis["imagine"].try_number == 3
+        assert len(submissions(nextleg_emulator)) == 3
+
+    def test_bad_inputs_fail_before_anything_is_sent(
+        self, dags, nextleg_emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+    ):
+        dag_run, tis = run(dags["nextleg_test_bad_inputs"])
+        output = capsys.readouterr()
+        logs = output.out + output.err
+        assert dag_run.state == DagRunState.FAILED
+        assert all(ti.state == TaskInstanceState.FAILED for ti in tis.values())
+        assert tis["empty_prompt"].try_number == 1  # input errors are not retried
+        assert nextleg_emulator.ledger() == []
+        assert nextleg_emulator.counters()["requests"] == {}
+        assert "prompt is empty" in logs
+        assert "no_such_connection" in logs
+        assert "button 'U3' is not offered" in logs
+        assert "U1, U2, V1, V2" in logs
+        assert "zoom 2.5" in logs
+
+
+class TestMessageSensor:
+    @pytest.mark.parametrize("mode", ["deferred", "poking"])
+    def test_returns_the_finished_result(self, dags, nextleg_emulator: EmulatorServer, mode: str):
+        message_id = NextLegHook().imagine("a tin robot").message_id
+        dag_run, tis = run(dags[f"nextleg_test_sensor_{mode}"], message_id=message_id)
+        assert dag_run.state == DagRunState.SUCCESS
+        assert xcom(tis["wait"])["message_id"] == message_id
+        assert xcom(tis["wait"])["buttons"][0] == "U1"
+
+    @pytest.mark.parametrize("mode", ["deferred", "poking"])
+    def test_timeout_fails_or_skips_with_soft_fail(self, dags, nextleg_emulator: EmulatorServer, mode: str):
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"stuck": "STALL"}))
+        message_id = NextLegHook().imagine("a stuck job").message_id
+        _dag_run, tis = run(dags[f"nextleg_test_sensor_{mode}"], message_id=message_id)
+        assert tis["wait"].state == TaskInstanceState.FAILED
+        assert tis["wait_soft"].state == TaskInstanceState.SKIPPED
+
+    def test_failed_job_fails_the_sensor_or_skips_with_soft_fail(
+        self, dags, nextleg_emulator: EmulatorServer
+    ):
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"sunflower": "BANNED_PROMPT"}))
+        message_id = NextLegHook().imagine("a sunflower", ignore_prefilter=True).message_id
+        _dag_run, tis = run(dags["nextleg_test_sensor_deferred"], message_id=message_id)
+        assert tis["wait"].state == TaskInstanceState.FAILED
+        assert tis["wait_soft"].state == TaskInstanceState.SKIPPED
