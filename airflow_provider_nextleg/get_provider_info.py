@@ -26,7 +26,7 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
             "How long one HTTP request may wait for an answer (the read timeout); connecting gives up "
             f"after at most 10 seconds. Default {DEFAULT_TIMEOUT:g}."
         ),
-        "schema": {"type": ["number", "null"], "minimum": 0, "default": DEFAULT_TIMEOUT},
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": DEFAULT_TIMEOUT},
     },
     "rate_limit_interval": {
         "label": "Seconds between requests",

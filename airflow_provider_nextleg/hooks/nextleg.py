@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -484,17 +484,16 @@ class NextLegHook(BaseHook):
         }
 
     def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, NextLegError):
-            self.log.warning(
-                "NextLeg %s failed (%s%s); attempt %d of %d, next in %.2f s",
-                error.endpoint,
-                f"HTTP {error.status}: " if error.status else "",
-                error.problem,
-                state.attempt_number,
-                self.max_attempts,
-                state.upcoming_sleep,
-            )
+        error = _retried_error(state)
+        self.log.warning(
+            "NextLeg %s failed (%s%s); attempt %d of %d, next in %.2f s",
+            error.endpoint,
+            f"HTTP {error.status}: " if error.status else "",
+            error.problem,
+            state.attempt_number,
+            self.max_attempts,
+            state.upcoming_sleep,
+        )
 
     def _send(self, call: _Call[T], settings: _Settings) -> T:
         """One attempt of a call, sync: wait for the account's slot, send, read the answer."""
@@ -778,12 +777,16 @@ class NextLegHook(BaseHook):
         return await self._arequest(_image_call(img_url))
 
 
-def _give_up(state: RetryCallState) -> Any:
-    """Out of attempts: raise the last error, saying how many attempts were made."""
+def _retried_error(state: RetryCallState) -> NextLegError:
+    """The error of the attempt that just failed; tenacity retries only NextLeg's retryable errors."""
     error = state.outcome.exception() if state.outcome else None
-    if isinstance(error, NextLegError):
-        raise error.after_attempts(state.attempt_number)
-    raise error or RuntimeError("tenacity stopped without an outcome")
+    assert isinstance(error, NextLegError), f"tenacity retried {error!r}"
+    return error
+
+
+def _give_up(state: RetryCallState) -> NoReturn:
+    """Out of attempts: raise the last error, saying how many attempts were made."""
+    raise _retried_error(state).after_attempts(state.attempt_number)
 
 
 def _transport_error(
