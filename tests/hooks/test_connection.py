@@ -36,7 +36,9 @@ class TestForms:
     def test_env_uri_with_host_port_and_scheme(self, face, nextleg_emulator, monkeypatch):
         host, port = nextleg_emulator.base_url.removeprefix("http://").split(":")
         token = quote(nextleg_emulator.settings.token, safe="")
-        monkeypatch.setenv(CONN, f"nextleg://:{token}@{host}:{port}/http?timeout=5&expire_mins=3&rate_limit_interval=0")
+        monkeypatch.setenv(
+            CONN, f"nextleg://:{token}@{host}:{port}/http?timeout=5&expire_mins=3&rate_limit_interval=0"
+        )
         hook = NextLegHook()
         with pytest.raises(NextLegNotFoundError):
             call_through(face, hook, "get_message", UNKNOWN_ID)
