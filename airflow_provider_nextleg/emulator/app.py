@@ -15,6 +15,7 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -134,7 +135,7 @@ class EmulatorState:
                 "method": request.method,
                 "payload": payload,
                 "ref": payload.get("ref"),
-                "time": iso(self.clock.wall(self.clock.now())),
+                "time": iso(datetime.now(timezone.utc)),
                 "status": status,
                 "messageId": outcome.id if isinstance(outcome, Job) else None,
                 "error": None if isinstance(outcome, Job) else outcome,

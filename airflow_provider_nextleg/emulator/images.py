@@ -45,13 +45,9 @@ class ImageSpec:
     progress: int = 100
 
 
+@lru_cache(maxsize=64)
 def render_png(spec: ImageSpec) -> bytes:
     """The PNG bytes of ``spec``, rendered on first use and then served from the cache."""
-    return _render_cached(spec)
-
-
-@lru_cache(maxsize=64)
-def _render_cached(spec: ImageSpec) -> bytes:
     image = _grid(spec) if spec.kind == "grid" else _tile(spec.prompt, spec.seed, spec.index, spec.size)
     _caption(image, spec.label, spec.prompt)
     if spec.progress < 100:

@@ -74,6 +74,7 @@ class EmulatorServer(EmulatorAdmin):
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"The NextLeg emulator did not start on {self.base_url}")
             time.sleep(0.01)
         self.configure()

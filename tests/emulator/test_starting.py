@@ -31,6 +31,7 @@ class TestCli:
             (signal.SIGINT, [], "emulator-token", "(token: the default demo token 'emulator-token')"),
             (signal.SIGTERM, ["--token", "s3cret-token"], "s3cret-token", "(token: from --token)"),
         ],
+        ids=["SIGINT-demo-token", "SIGTERM-given-token"],
     )
     def test_prints_its_url_serves_and_exits_cleanly_on_a_signal(
         self, signum: int, args: list[str], token: str, announced: str
