@@ -189,10 +189,8 @@ def _has_result(inner: dict[str, Any]) -> bool:
     result), or the content of a text result (info, settings, slash commands) with its type."""
     if inner.get("buttonMessageId") or inner.get("seed") is not None:
         return True
-    return inner.get("type") not in (None, "", *_IMAGE_RESULT_TYPES) and inner.get("content") not in (
-        None,
-        "",
-    )
+    kind, content = inner.get("type"), inner.get("content")
+    return bool(kind) and kind not in _IMAGE_RESULT_TYPES and content not in (None, "")
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:
@@ -221,7 +219,7 @@ def _progress(value: object) -> int:
         raise ValueError(f"progress should be a number or 'incomplete', got {value!r:.80}")
     try:
         return int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # "soon", "nan", "inf"
         raise ValueError(f"progress should be a number or 'incomplete', got {value!r:.80}") from None
 
 

@@ -206,6 +206,7 @@ class TestMessageStates:
             pytest.param({}, id="nothing"),
             pytest.param({"progress": "soon"}, id="progress-not-a-number"),
             pytest.param({"progress": True}, id="progress-bool"),
+            pytest.param({"progress": "inf"}, id="progress-infinite"),
             pytest.param(
                 {"progress": 100, "response": {"buttonMessageId": "b", "buttons": "U1"}}, id="buttons-str"
             ),
