@@ -660,10 +660,6 @@ def _contact_sheet_step(number: int, manifest: Manifest, page: ObjectStoragePath
 
 def _link(page: ObjectStoragePath, target: ObjectStoragePath) -> str:
     """A link from ``page`` to ``target``: relative within one store, else ``target``'s full URI."""
-    same_store = (page.protocol or "file", page.conn_id, page.bucket) == (
-        target.protocol or "file",
-        target.conn_id,
-        target.bucket,
-    )
+    same_store = page.samestore(target) and page.bucket == target.bucket
     href = quote(posixpath.relpath(target.path, page.parent.path)) if same_store else str(target)
     return html.escape(href, quote=True)

@@ -18,11 +18,12 @@ from airflow_provider_nextleg.operators.storage import SaveImagesOperator, desti
 from airflow_provider_nextleg.storage import Manifest
 
 try:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 except ImportError:  # Airflow before 3.2
-    from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    from airflow.models.dagbag import DagBag, sync_bag_to_db  # type: ignore[no-redef]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "dags_examples" / "example_nextleg_assets.py"
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags_examples"
+EXAMPLE = DAGS_FOLDER / "example_nextleg_assets.py"
 
 
 class TestDestinationAsset:
@@ -118,10 +119,25 @@ def queued_runs(dag_id: str) -> int:
 class TestExampleDags:
     @pytest.fixture
     def dags(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
-        """The example's DAGs, saving under ``tmp_path`` and polling the emulator's quick jobs often."""
+        """
+        The example's DAGs, saving under ``tmp_path`` and polling the emulator's quick jobs often.
+
+        They are written to the database first (``dag.test()`` does that itself from Airflow 3.2 on, and
+        needs it done before), unpaused, as a scheduler only queues asset-triggered runs of unpaused DAGs.
+        """
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+        from airflow.models.dag import DagModel
+        from airflow.utils.session import create_session
+
         monkeypatch.setenv("NEXTLEG_IMAGES_ROOT", f"file://{tmp_path}/images")
-        bag = DagBag(dag_folder=EXAMPLE)
+        bag = DagBag(dag_folder=EXAMPLE, bundle_path=DAGS_FOLDER)
         assert bag.import_errors == {}
+        DagBundlesManager().sync_bundles_to_db()
+        sync_bag_to_db(bag, "dags-folder", None)
+        with create_session() as session:
+            session.query(DagModel).filter(DagModel.dag_id.in_(list(bag.dags))).update(
+                {"is_paused": False}, synchronize_session=False
+            )
         for dag in bag.dags.values():
             for task in dag.tasks:
                 if hasattr(task, "poll_interval"):
