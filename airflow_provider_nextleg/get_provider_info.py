@@ -81,7 +81,20 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_nextleg.hooks.nextleg"],
             }
         ],
-        # Operators, sensors and triggers join here as they are written, in the same shape:
-        # "operators": [{"integration-name": "NextLeg", "python-modules": [...]}], likewise "sensors"
-        # and "triggers", plus "extra-links" for operator links.
+        "operators": [
+            {
+                "integration-name": "NextLeg",
+                "python-modules": [
+                    "airflow_provider_nextleg.operators.nextleg",
+                    "airflow_provider_nextleg.operators.storage",
+                ],
+            }
+        ],
+        "sensors": [
+            {"integration-name": "NextLeg", "python-modules": ["airflow_provider_nextleg.sensors.nextleg"]}
+        ],
+        "triggers": [
+            {"integration-name": "NextLeg", "python-modules": ["airflow_provider_nextleg.triggers.nextleg"]}
+        ],
+        "extra-links": ["airflow_provider_nextleg.operators.nextleg.NextLegImageLink"],
     }

@@ -173,6 +173,7 @@ class NextLegJobOperator(BaseOperator):
                 store.set(STATE_KEY, {"message_id": message_id, "request": fingerprint})
             self.log.info("Submitted NextLeg job %s (%s).", message_id, self.endpoint)
         context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
+        context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")  # the link is empty until the job ends
         if not self.wait_for_completion:
             return {"message_id": message_id}
         return self._wait(context, message_id)
