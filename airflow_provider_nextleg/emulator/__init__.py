@@ -1,5 +1,16 @@
 """An offline emulator of the NextLeg v2 API, for the demo, the tests and users' own DAG tests.
 
+Three ways to run it:
+
+- ``nextleg-emulator --port 8765 --time-scale 0.01`` (``--help`` lists every setting and fault flag);
+- ``with EmulatorServer(EmulatorSettings(time_scale=0.01, rate_limit=False)) as emu:`` in-process, on a
+  free port of 127.0.0.1 (``emu.base_url``);
+- the ``nextleg_emulator`` pytest fixture (a clean emulator per test, set as ``nextleg_default``).
+
+Tests inspect and steer it through ``/_emulator/`` with the admin token (:class:`EmulatorAdmin`, whose
+methods :class:`EmulatorServer` has too): ``GET ledger``, ``GET counters``, ``GET webhooks``,
+``GET|PUT|POST faults``, ``GET|PATCH settings``, ``POST reset``.
+
 Importing this package is cheap (settings only): the pytest plugin imports it in every pytest run. The
 server side (FastAPI, uvicorn, Pillow, the ``[emulator]`` extra) loads when :class:`EmulatorServer` or
 :class:`EmulatorAdmin` is first used.

@@ -220,6 +220,8 @@ def _add_api_routes(app: FastAPI, state: EmulatorState) -> None:
 
     @app.get("/v2/message/{message_id}")
     async def message(request: Request, message_id: str) -> JSONResponse:
+        """An id the account never issued answers 404 (unlike a button press, see ``Account.button``):
+        a poll can only be about a message the service itself handed out, so there is nothing to wait for."""
         state.authorize(request)
         state.admit(request)
         expire = request.query_params.get("expireMins")

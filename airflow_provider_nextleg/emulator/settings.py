@@ -64,7 +64,8 @@ class FaultSettings:
     :param slow_seconds: real seconds a slow answer sleeps.
     :param malformed_rate: probability of a truncated JSON body.
     :param forced_codes: prompt substring (case-insensitive) to the error code its jobs end with;
-        ``STALL`` makes the job never finish, so it turns ``incomplete`` after ``expireMins``.
+        ``STALL`` makes the job never finish: it holds its slot for its drawn duration, stays at its last
+        progress step, sends no webhook, and turns ``incomplete`` after ``expireMins``.
     :param cdn_forbidden: direct image downloads answer 403, as the real CDN sometimes does;
         ``POST /getImage`` still returns the bytes.
     :param scripted: one-shot faults, consumed in order.
