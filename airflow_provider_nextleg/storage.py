@@ -228,21 +228,6 @@ _MANIFEST_SCALARS = (
 )
 
 
-def safe_stem(message_id: str) -> str:
-    """
-    The message id reduced to a file-name stem that cannot leave its folder (no ``/``, no leading dots).
-
-    :param message_id: the job's message id (NextLeg's are alphanumeric; anything else is replaced).
-    """
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", message_id).strip("_")[:120]
-    if not stem:
-        raise NextLegInputError(
-            f"message id {message_id!r:.120} leaves no usable file name",
-            advice="Pass the result of a NextLeg job operator, whose message id names the files.",
-        )
-    return stem
-
-
 def save_job_images(
     result: Mapping[str, Any],
     destination: str | ObjectStoragePath,
@@ -272,17 +257,18 @@ def save_job_images(
     :param retry_wait: first pause between attempts in seconds; it doubles with each attempt.
     """
     message = _finished_message(result)
+    stem = _safe_stem(message.message_id)
+    planned = _planned_images(message, stem)
+    downloader = _Downloader(hook, max_bytes, timeout, max_attempts, retry_wait)
     folder = _as_path(destination)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = safe_stem(message.message_id)
     manifest_path = folder / f"{stem}.json"
     earlier = _earlier_manifest(manifest_path)
     kept = {image.name: image for image in earlier.files} if earlier else {}
     submitted_by, ref = _decode_ref(message.ref)
-    planned = _planned_images(message, stem)
     files: list[SavedImage] = []
     reused = 0
-    with _Downloader(hook, max_bytes, timeout, max_attempts, retry_wait) as downloader:
+    with downloader:
         for role, index, url, name in planned:
             target = folder / name
             previous = kept.get(name)
@@ -354,6 +340,21 @@ def write_contact_sheet(
 
 def _as_path(path: str | ObjectStoragePath) -> ObjectStoragePath:
     return ObjectStoragePath(path) if isinstance(path, str) else path
+
+
+def _safe_stem(message_id: str) -> str:
+    """
+    The message id reduced to a file-name stem that cannot leave its folder (no ``/``, no leading dots).
+
+    :param message_id: the job's message id (NextLeg's are alphanumeric; anything else is replaced).
+    """
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", message_id).strip("_")[:120]
+    if not stem:
+        raise NextLegInputError(
+            f"message id {message_id!r:.120} leaves no usable file name",
+            advice="Pass the result of a NextLeg job operator, whose message id names the files.",
+        )
+    return stem
 
 
 def _finished_message(result: Mapping[str, Any]) -> Message:
@@ -451,8 +452,11 @@ class _Downloader:
     Downloads images into files: directly from their host without credentials, through the hook on 403.
 
     One ``requests.Session`` without any authentication serves every direct download of a job; the hook,
-    whose session carries the token, only ever talks to the API's base URL.
+    whose session carries the token, only ever talks to the API's base URL. The arguments are checked when
+    it is built, the session opened when it is entered.
     """
+
+    session: requests.Session
 
     def __init__(
         self, hook: NextLegHook, max_bytes: int, timeout: float, max_attempts: int, retry_wait: float
@@ -468,9 +472,9 @@ class _Downloader:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.retry_wait = retry_wait
-        self.session = requests.Session()
 
     def __enter__(self) -> _Downloader:
+        self.session = requests.Session()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
