@@ -10,7 +10,7 @@ a short excerpt of the response body, and what to do next; the API token never a
 from __future__ import annotations
 
 try:
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException  # type: ignore[attr-defined]
 except ImportError:  # Airflow 3.1: the task SDK does not export AirflowFailException yet.
     from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
 
