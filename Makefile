@@ -8,13 +8,15 @@ AIRFLOW_VERSION ?= 3.3.2
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export UV_COMPILE_BYTECODE := 1
+# Airflow 3.1.0 imports structlog.dev.Styles, which structlog 25.5 removed: without this pin it cannot start.
+PINS_3.1.0 := "structlog<25.5"
 
 .PHONY: setup demo test lint
 
 $(VENV)/.installed-$(AIRFLOW_VERSION): pyproject.toml
 	command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	uv venv --quiet --allow-existing $(VENV)
-	uv pip install --quiet --python $(PYTHON) -e ".[test]" "apache-airflow==$(AIRFLOW_VERSION)"
+	uv pip install --quiet --python $(PYTHON) -e ".[test]" "apache-airflow==$(AIRFLOW_VERSION)" $(PINS_$(AIRFLOW_VERSION))
 	rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(VENV)/.installed-$(AIRFLOW_VERSION)
