@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 from PIL import Image
 
-from airflow_provider_nextleg.emulator import EmulatorServer
+from airflow_provider_nextleg.emulator import EmulatorServer, EmulatorSettings
 from airflow_provider_nextleg.exceptions import (
     NextLegBadRequestError,
     NextLegConnectionError,
@@ -191,17 +192,33 @@ class TestSaveFromTheEmulator:
 
 
 class TestImageHostSafety:
-    def test_no_credentials_go_to_the_image_host(
-        self, image_host: ImageHost, destination: ObjectStoragePath, hook: NextLegHook, emu: EmulatorServer
+    def test_the_token_goes_to_the_api_only_never_to_the_image_host(
+        self, image_host: ImageHost, destination: ObjectStoragePath, monkeypatch: pytest.MonkeyPatch
     ):
-        urls = [image_host.serve(f"/img/{index}.png", Answer(png(colour="red"))) for index in range(2)]
-        save(done_result("job1", None, urls), destination, hook)
+        token = "nl-distinctive-token-7f3a9c"
+        settings = EmulatorSettings(token=token, time_scale=0.002, rate_limit=False)
+        with EmulatorServer(settings) as emu:
+            monkeypatch.setenv("AIRFLOW_CONN_NEXTLEG_DEFAULT", emu.airflow_connection_json())
+            hook = NextLegHook(retry_wait=0.01)
+            job = hook.imagine("a red fox in the snow").message_id
+            while (message := hook.get_message(job)).status.value != "done":
+                time.sleep(0.02)
+            # The image host serves the grid and answers 403 for the tiles, which then come through the
+            # emulator's POST /getImage (it reads only the URL's /cdn/<job>/<name> path).
+            grid = image_host.serve(f"/cdn/{job}/grid.png", Answer(png(colour="red")))
+            tiles = [image_host.serve(f"/cdn/{job}/0_{index}.png", Answer(b"", 403)) for index in range(4)]
+            result = message.to_xcom() | {"image_url": grid, "image_urls": tiles}
 
-        assert len(image_host.requests) == 2
+            manifest = save(result, destination, hook)
+
+            assert [image.fetched_via for image in manifest.files] == ["direct"] + ["getImage"] * 4
+            assert emu.counters()["requests"]["POST /getImage"] == 4
+            assert emu.counters()["unauthorized"] == {}
+            hook.close()
+        assert len(image_host.requests) == 5
         for request in image_host.requests:
-            headers = {name.lower(): value for name, value in request["headers"].items()}
-            assert "authorization" not in headers
-            assert not any(emu.settings.token in value for value in headers.values())
+            assert "authorization" not in {name.lower() for name in request["headers"]}
+            assert not any(token in value for value in request["headers"].values())
 
     def test_a_download_that_breaks_off_is_retried(
         self, image_host: ImageHost, destination: ObjectStoragePath, hook: NextLegHook
@@ -319,6 +336,16 @@ class TestImageHostSafety:
         with pytest.raises(NextLegInputError, match="no usable file name"):
             save(done_result("../..", url, [url]), destination, hook)
         assert image_host.requests == []
+        assert not local(destination).exists()
+
+    @pytest.mark.parametrize(
+        "limits", [{"max_bytes": 0}, {"timeout": 0}, {"max_attempts": 0}, {"retry_wait": -1}]
+    )
+    def test_limits_that_cannot_work_are_refused(
+        self, limits: dict[str, Any], grid: dict[str, Any], destination: ObjectStoragePath, hook: NextLegHook
+    ):
+        with pytest.raises(NextLegInputError, match="cannot work"):
+            save_job_images(grid, destination, hook, **limits)
         assert not local(destination).exists()
 
     @pytest.mark.parametrize(
