@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 
 TOKEN = "emulator-token"
+#: No rate limit, and a queue long enough that every job of the run is a real one (queued, running or done).
+EMULATOR_FLAGS = ("--port", "0", "--time-scale", "0.01", "--no-rate-limit", "--queue-length", "100000")
 
 
 def start_emulator() -> tuple[subprocess.Popen[str], str, float]:
@@ -29,7 +31,7 @@ def start_emulator() -> tuple[subprocess.Popen[str], str, float]:
     command = shutil.which("nextleg-emulator", path=str(Path(sys.executable).parent)) or "nextleg-emulator"
     started = time.perf_counter()
     process = subprocess.Popen(
-        [command, "--port", "0", "--time-scale", "0.01", "--no-rate-limit", "--log-level", "warning"],
+        [command, *EMULATOR_FLAGS, "--log-level", "warning"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -94,7 +96,7 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to poll")
-    parser.add_argument("--jobs", type=int, default=100, help="jobs whose messages are polled")
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs whose messages are polled")
     args = parser.parse_args()
     process, base_url, startup = start_emulator()
     try:
