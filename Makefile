@@ -8,15 +8,17 @@ AIRFLOW_VERSION ?= 3.3.2
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export UV_COMPILE_BYTECODE := 1
-# Airflow 3.1.0 imports structlog.dev.Styles, which structlog 25.5 removed: without this pin it cannot start.
-PINS_3.1.0 := "structlog<25.5"
+# An Airflow release older than some of its dependencies' newest releases installs with the pins in
+# .ci/constraints-airflow-<version>.txt (as Airflow's own constraints files do), where there is one.
+CONSTRAINTS := $(wildcard .ci/constraints-airflow-$(AIRFLOW_VERSION).txt)
 
 .PHONY: setup demo test lint
 
-$(VENV)/.installed-$(AIRFLOW_VERSION): pyproject.toml
+$(VENV)/.installed-$(AIRFLOW_VERSION): pyproject.toml $(CONSTRAINTS)
 	command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	uv venv --quiet --allow-existing $(VENV)
-	uv pip install --quiet --python $(PYTHON) -e ".[test]" "apache-airflow==$(AIRFLOW_VERSION)" $(PINS_$(AIRFLOW_VERSION))
+	uv pip install --quiet --python $(PYTHON) -e ".[test]" "apache-airflow==$(AIRFLOW_VERSION)" \
+		$(if $(CONSTRAINTS),--constraint $(CONSTRAINTS))
 	rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(VENV)/.installed-$(AIRFLOW_VERSION)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +27,11 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME}/airflow.db")
 os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
     [
-        {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle", "kwargs": {}},
+        {
+            "name": "dags-folder",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {},
+        },
         {
             "name": "test-dags",
             "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
@@ -38,9 +42,31 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> Iterator[None]:
+def airflow_db() -> None:
     """A freshly migrated metadata database (SQLite in the test AIRFLOW_HOME), once per session."""
     from airflow.utils import db
 
     db.resetdb()
-    yield
+
+
+@pytest.fixture(scope="session")
+def dags(airflow_db: None) -> dict[str, Any]:
+    """
+    Every DAG of both bundles by id, parsed without import errors and written to the database.
+
+    ``dag.test()`` writes the DAG itself from Airflow 3.2 on; 3.1 needs it done before.
+    """
+    try:
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag, sync_bag_to_db  # type: ignore[no-redef]
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    DagBundlesManager().sync_bundles_to_db()
+    found: dict[str, Any] = {}
+    for bundle, folder in (("dags-folder", REPO_ROOT / "dags_examples"), ("test-dags", TEST_DAGS)):
+        bag = DagBag(dag_folder=folder, bundle_path=folder)
+        assert bag.import_errors == {}, bag.import_errors
+        sync_bag_to_db(bag, bundle, None)
+        found.update(bag.dags)
+    return found

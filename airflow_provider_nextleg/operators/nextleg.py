@@ -24,12 +24,13 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from airflow.sdk import BaseOperator, BaseOperatorLink, conf
+from airflow.providers.common.compat.sdk import conf
+from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
 from airflow_provider_nextleg import validation
@@ -44,7 +45,6 @@ from airflow_provider_nextleg.triggers.nextleg import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
 
 IMAGE_URL_XCOM_KEY = "nextleg_image_url"
 MESSAGE_ID_XCOM_KEY = "nextleg_message_id"
@@ -59,6 +59,11 @@ def _default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
+def task_state_store(context: Context) -> Any:
+    """The task instance's state store (Airflow 3.3+), which outlives retries; ``None`` before 3.3."""
+    return cast("Mapping[str, Any]", context).get("task_state_store")
+
+
 def as_seconds(value: timedelta | float | None) -> float | None:
     """A duration given as a ``timedelta`` or as seconds, in seconds."""
     return value.total_seconds() if isinstance(value, timedelta) else value
@@ -69,8 +74,12 @@ class NextLegImageLink(BaseOperatorLink):
 
     name = "NextLeg image"
 
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """The image URL the task pushed when its job finished; empty before that."""
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        """
+        The image URL the task pushed when its job finished; empty before that.
+
+        ``ti_key`` is a ``TaskInstanceKey``, whose module moved between Airflow 3.1 and 3.3.
+        """
         return XCom.get_value(key=IMAGE_URL_XCOM_KEY, ti_key=ti_key) or ""
 
 
@@ -168,7 +177,7 @@ class NextLegJobOperator(BaseOperator):
             message_id = earlier.message_id
         else:
             message_id = self.submit(self._job_ref(context)).message_id
-            store = context.get("task_state_store")
+            store = task_state_store(context)
             if store is not None:
                 store.set(STATE_KEY, {"message_id": message_id, "request": fingerprint})
             self.log.info("Submitted NextLeg job %s (%s).", message_id, self.endpoint)
@@ -189,7 +198,7 @@ class NextLegJobOperator(BaseOperator):
         That is a job still running (wait for it) or done (reuse its result); ``None`` when there is
         none to reuse: no task state store, a different request, a failed or expired job, an unknown id.
         """
-        store = context.get("task_state_store")
+        store = task_state_store(context)
         stored = store.get(STATE_KEY) if store is not None else None
         if not isinstance(stored, dict) or not isinstance(stored.get("message_id"), str):
             return None
@@ -256,7 +265,7 @@ class NextLegJobOperator(BaseOperator):
         ti.xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message.message_id)
         if message.image_url:
             ti.xcom_push(key=IMAGE_URL_XCOM_KEY, value=message.image_url)
-        store = context.get("task_state_store")
+        store = task_state_store(context)
         if store is not None:
             store.delete(STATE_KEY)  # done: a clear of this task is a request for a new job
         self.log.info(

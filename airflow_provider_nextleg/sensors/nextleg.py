@@ -8,8 +8,13 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    conf,
+)
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import NextLegWaitError
@@ -109,11 +114,16 @@ class MessageSensor(BaseSensorOperator):
         """
         The trigger's event: the result, or the job's failure, or a sensor timeout.
 
-        Like every Airflow sensor, ``soft_fail=True`` turns any of these failures into a skip.
+        As with every Airflow sensor, ``soft_fail=True`` turns any of these failures into a skip.
         """
         try:
-            return read_event(event).to_xcom()
-        except NextLegWaitError as exc:
-            if event.get("status") == TIMEOUT:
-                raise AirflowSensorTimeout(str(exc)) from exc
+            try:
+                return read_event(event).to_xcom()
+            except NextLegWaitError as exc:
+                if event.get("status") == TIMEOUT:
+                    raise AirflowSensorTimeout(str(exc)) from exc
+                raise
+        except AirflowException as exc:
+            if self.soft_fail:  # Airflow 3.3 does this itself for deferred sensors; 3.1 does not
+                raise AirflowSkipException(f"Skipping as soft_fail is set: {exc}") from exc
             raise

@@ -9,27 +9,21 @@ import json
 from typing import Any
 
 import pytest
-from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState, TaskInstanceState
-from conftest import REPO_ROOT, TEST_DAGS
 from packaging.version import Version
 
 from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 
-AIRFLOW_HAS_TASK_STATE = Version(__import__("airflow").__version__) >= Version("3.3.0")
+AIRFLOW_VERSION = Version(__import__("airflow").__version__)
+AIRFLOW_HAS_TASK_STATE = Version("3.3.0") <= AIRFLOW_VERSION
+retries_after_deferral = pytest.mark.skipif(
+    Version("3.2.0") > AIRFLOW_VERSION,
+    reason="Airflow 3.1's dag.test() keeps next_method after a deferred try fails, so a retry replays the "
+    "old trigger event instead of running execute(); its scheduler clears it",
+)
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
-
-
-@pytest.fixture(scope="module")
-def dags() -> dict[str, Any]:
-    found = {}
-    for folder in (REPO_ROOT / "dags_examples", TEST_DAGS):
-        bag = DagBag(dag_folder=folder)
-        assert bag.import_errors == {}, bag.import_errors
-        found.update(bag.dags)
-    return found
 
 
 def run(dag: Any, **conf: Any) -> tuple[Any, dict[str, Any]]:
@@ -140,6 +134,7 @@ class TestOperators:
         assert len(xcom(tis["upscale"])["image_urls"]) == 1
         assert len(nextleg_emulator.ledger()) == 3
 
+    @retries_after_deferral
     def test_a_retry_resumes_the_job_instead_of_paying_again(self, dags, nextleg_emulator: EmulatorServer):
         # The job lasts 0.5 s: longer than the first try waits (0.3 s), shorter than both tries together.
         nextleg_emulator.configure(min_duration=50.0, max_duration=50.0)
@@ -167,6 +162,7 @@ class TestOperators:
         assert tis["imagine"].try_number == 1
         assert len(submissions(nextleg_emulator)) == 1
 
+    @retries_after_deferral
     def test_retryable_code_fails_the_attempt_and_retries_submit_again(
         self, dags, nextleg_emulator: EmulatorServer
     ):
