@@ -32,4 +32,4 @@ test: lint
 	$(PYTHON) -m pytest -q -p no:cacheprovider
 
 demo: setup
-	$(PYTHON) -m airflow_provider_nextleg.demo
+	$(PYTHON) dags_examples/run_demo.py

@@ -12,6 +12,11 @@ the Airflow way and carried one step further to an upscale:
   result does not offer fails the task before anything is sent (and paid for).
 * A retry never pays twice: a retried task whose job is still running waits for it, and one whose job
   already finished reuses its result (Airflow 3.3's task state store).
+* ``SaveImagesOperator`` writes each result's images, with a JSON manifest (prompt, buttons, sha256 of
+  every file), into ``<root>/<dag_id>/<run_id>/``; CDN links expire, files do not. The root comes from
+  ``NEXTLEG_IMAGES_ROOT`` (default ``file:///tmp/nextleg-images``; any ``ObjectStoragePath`` URI, such as
+  ``s3://aws_default@bucket/prefix``). The last task writes ``contact_sheet.html`` there: prompt, grid,
+  variation and upscale side by side.
 
 Trigger it with another prompt from the UI ("Trigger DAG w/ config") or the CLI:
 ``airflow dags trigger nextleg_imagine_variation_upscale --conf '{"prompt": "a lighthouse at dawn"}'``.
@@ -21,9 +26,16 @@ the bundled emulator.
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Param
+import os
+
+from airflow.sdk import DAG, Param, task
 
 from airflow_provider_nextleg.operators.nextleg import ButtonOperator, ImagineOperator
+from airflow_provider_nextleg.operators.storage import SaveImagesOperator
+from airflow_provider_nextleg.storage import Manifest, write_contact_sheet
+
+IMAGES_ROOT = os.environ.get("NEXTLEG_IMAGES_ROOT", "file:///tmp/nextleg-images").rstrip("/")
+DESTINATION = IMAGES_ROOT + "/{{ dag.dag_id }}/{{ run_id }}/"
 
 with DAG(
     dag_id="nextleg_imagine_variation_upscale",
@@ -42,3 +54,21 @@ with DAG(
     imagine = ImagineOperator(task_id="imagine", prompt="{{ params.prompt }}")
     variation = ButtonOperator(task_id="variation", message=imagine.output, button="V1")
     upscale = ButtonOperator(task_id="upscale", message=variation.output, button="U1")
+
+    saved = [
+        SaveImagesOperator(task_id="save_grid", result=imagine.output, destination=DESTINATION).output,
+        SaveImagesOperator(
+            task_id="save_variation", result=variation.output, destination=DESTINATION, button="V1"
+        ).output,
+        SaveImagesOperator(
+            task_id="save_upscale", result=upscale.output, destination=DESTINATION, button="U1"
+        ).output,
+    ]
+
+    @task
+    def contact_sheet(saved: list[dict]) -> str:
+        """One page showing the prompt, the grid, the variation and the upscale, from the manifests."""
+        manifests = [Manifest.load(summary["manifest"]) for summary in saved]
+        return str(write_contact_sheet(manifests, manifests[0].folder))
+
+    contact_sheet(saved)

@@ -117,7 +117,7 @@ class NextLegMessageTrigger(BaseTrigger):
 
     def _log_progress(self, message: Message) -> None:
         if message.status is MessageStatus.QUEUED:
-            self.log.info("NextLeg job %s is queued (waiting for a free Midjourney slot).", self.message_id)
+            self.log.info("NextLeg job %s is queued at Midjourney (progress 0).", self.message_id)
         else:
             self.log.info(
                 "NextLeg job %s is %s%% done; preview: %s",
