@@ -64,6 +64,18 @@ def task_state_store(context: Context) -> Any:
     return cast("Mapping[str, Any]", context).get("task_state_store")
 
 
+def task_instance_identity(context: Context) -> dict[str, Any]:
+    """Which task instance, and which try of it, is running: for refs and manifests."""
+    ti = context["ti"]
+    return {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "map_index": ti.map_index,
+        "try_number": ti.try_number,
+    }
+
+
 def as_seconds(value: timedelta | float | None) -> float | None:
     """A duration given as a ``timedelta`` or as seconds, in seconds."""
     return value.total_seconds() if isinstance(value, timedelta) else value
@@ -228,14 +240,7 @@ class NextLegJobOperator(BaseOperator):
         return None
 
     def _job_ref(self, context: Context) -> str:
-        ti = context["ti"]
-        ref: dict[str, Any] = {
-            "dag_id": ti.dag_id,
-            "run_id": ti.run_id,
-            "task_id": ti.task_id,
-            "map_index": ti.map_index,
-            "try_number": ti.try_number,
-        }
+        ref = task_instance_identity(context)
         if self.ref is not None:
             ref["ref"] = self.ref
         return json.dumps(ref, separators=(",", ":"))

@@ -17,6 +17,7 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_nextleg.exceptions import NextLegInputError
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.operators.nextleg import task_instance_identity
 from airflow_provider_nextleg.storage import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, save_job_images
 
 if TYPE_CHECKING:
@@ -105,20 +106,12 @@ class SaveImagesOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Save the images, attach what was saved to the outlets' Asset events, and return it."""
-        ti = context["ti"]
-        saving_task = {
-            "dag_id": ti.dag_id,
-            "run_id": ti.run_id,
-            "task_id": ti.task_id,
-            "map_index": ti.map_index,
-            "try_number": ti.try_number,
-        }
         manifest = save_job_images(
             self.result,
             self.destination,
             self.hook,
             button=self.button,
-            saved_by=saving_task,
+            saved_by=task_instance_identity(context),
             max_bytes=self.max_bytes,
             timeout=self.timeout,
         )
