@@ -437,6 +437,10 @@ class NextLegHook(BaseHook):
         """Seconds between two requests of this connection's account: also the natural poll interval."""
         return self._get_settings().rate_limit_interval
 
+    async def arate_limiter(self) -> RateLimiter:
+        """The process's limiter of this connection's account, for a caller that takes its slots itself."""
+        return (await self._aget_settings()).limiter
+
     def get_conn(self) -> requests.Session:
         """The hook's keep-alive session, with the token in its headers."""
         return self._session
@@ -511,9 +515,13 @@ class NextLegHook(BaseHook):
             raise _transport_error(call, settings, exc, sent_nothing=_requests_sent_nothing(exc)) from exc
         return _answer(call, settings, response.status_code, response.headers, response.content)
 
-    async def _asend(self, call: _Call[T], settings: _Settings) -> T:
-        """One attempt of a call, async: the same steps as :meth:`_send` on the shared client."""
-        await asyncio.sleep(settings.limiter.reserve())
+    async def _asend(self, call: _Call[T], settings: _Settings, *, paced: bool = True) -> T:
+        """One attempt of a call, async: the same steps as :meth:`_send` on the shared client.
+
+        ``paced=False`` sends at once: the caller already waited for the account's slot.
+        """
+        if paced:
+            await asyncio.sleep(settings.limiter.reserve())
         try:
             response = await self._async_client(settings).request(
                 call.method,
@@ -735,6 +743,18 @@ class NextLegHook(BaseHook):
         """The async face of :meth:`get_message`."""
         expire = (await self._aget_settings()).expire_mins if expire_mins is None else expire_mins
         return await self._arequest(_message_call(message_id, expire))
+
+    async def apoll_message(self, message_id: str, *, expire_mins: int | None = None) -> Message:
+        """
+        One attempt of :meth:`aget_message`, sent at once and not retried.
+
+        For a caller that took a slot of :meth:`arate_limiter` itself and decides when to ask again
+        (the poll scheduler of :mod:`airflow_provider_nextleg.polling`); a 429 still pushes the account's
+        limiter back by its ``Retry-After``.
+        """
+        settings = await self._aget_settings()
+        expire = settings.expire_mins if expire_mins is None else expire_mins
+        return await self._asend(_message_call(message_id, expire), settings, paced=False)
 
     async def aget_seed(self, message_id: str) -> str:
         """The async face of :meth:`get_seed`."""

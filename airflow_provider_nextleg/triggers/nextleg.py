@@ -1,9 +1,11 @@
 """The trigger that waits for a NextLeg job to finish, for the sensor and every job operator.
 
-The trigger only reads: it polls ``GET /v2/message/<id>`` through the hook's shared async client until
-the job is done, failed or incomplete, or its absolute deadline passes, then yields one small event. It
-submits nothing and changes nothing, so a triggerer that runs it twice (HA) or starts it again from its
-kwargs (after a restart) does no harm, and a resumed trigger keeps the deadline it was given.
+The trigger only reads: it registers its message with the poll scheduler of its account in the
+triggerer (:mod:`airflow_provider_nextleg.polling`), which polls ``GET /v2/message/<id>`` for all the
+waiting jobs of that account within its rate limit, and it waits for an answer that ends the job (done,
+failed or incomplete) or for its absolute deadline, then yields one small event. It submits nothing and
+changes nothing, so a triggerer that runs it twice (HA) or starts it again from its kwargs (after a
+restart) does no harm, and a resumed trigger keeps the deadline it was given.
 """
 
 from __future__ import annotations
@@ -17,24 +19,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_nextleg.exceptions import (
     AirflowFailException,
-    NextLegConnectionError,
     NextLegError,
-    NextLegMalformedResponseError,
-    NextLegRateLimitError,
-    NextLegServerError,
     NextLegWaitError,
     job_failure,
 )
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.models import Message, MessageStatus
-
-TRANSIENT_ERRORS = (
-    NextLegRateLimitError,
-    NextLegServerError,
-    NextLegConnectionError,
-    NextLegMalformedResponseError,
-)
-"""Errors that say nothing about the job: the wait goes on until its deadline."""
+from airflow_provider_nextleg.polling import TRANSIENT_ERRORS, watch_message
 
 TIMEOUT = "timeout"
 ERROR = "error"
@@ -48,13 +39,17 @@ class NextLegMessageTrigger(BaseTrigger):
     The event's payload: ``status`` (``done``, ``failed``, ``incomplete``, ``timeout`` or ``error``),
     ``message_id``, ``message`` (the result, :meth:`Message.to_xcom`, for a final state) and ``error``
     (a text, for ``timeout`` and ``error``; ``terminal`` tells whether a retry can help).
-    429s, 5xx answers, dropped connections and garbled answers are retried by the hook, then by the
-    wait itself: they never end the wait on their own. A refused token or an unknown message does.
+    429s, 5xx answers, dropped connections and garbled answers delay the wait without ending it; a
+    refused token or an unknown message ends it.
+
+    Waits of the same account share their polls' budget: the account's poll scheduler polls first the
+    jobs expected to finish first (see :mod:`airflow_provider_nextleg.polling`).
 
     :param message_id: the job's message id.
     :param nextleg_conn_id: the nextleg connection (its id only: the token never enters the kwargs).
     :param deadline: when to give up, as a UNIX timestamp; ``None`` waits as long as the job runs.
-    :param poll_interval: seconds between two polls.
+    :param poll_interval: the least time between two polls of this job, in seconds; the scheduler polls
+        less often when the account's budget is better spent on other jobs.
     :param expire_mins: the ``expireMins`` of each poll; ``None`` takes the connection's.
     """
 
@@ -88,32 +83,37 @@ class NextLegMessageTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until the job ends or the deadline passes; yield exactly one event."""
+        """Wait until the job ends or the deadline passes; yield exactly one event."""
+        yield TriggerEvent(await self._wait())
+
+    async def _wait(self) -> dict[str, Any]:
+        """The event's payload; the message's watch is over (cancelled or not) before it is returned."""
         hook = NextLegHook(self.nextleg_conn_id)
         seen: tuple[MessageStatus, int | None] | None = None
         try:
-            while True:
-                try:
-                    message = await hook.aget_message(self.message_id, expire_mins=self.expire_mins)
-                except TRANSIENT_ERRORS as exc:
-                    self.log.warning("NextLeg job %s: could not poll (%s); waiting on.", self.message_id, exc)
-                else:
+            async with watch_message(
+                hook, self.message_id, expire_mins=self.expire_mins, min_interval=self.poll_interval
+            ) as updates:
+                while True:
+                    try:
+                        message = await updates.next(self._time_left())
+                    except asyncio.TimeoutError:
+                        return self._stopped(TIMEOUT, self._timeout_text(), terminal=False)
+                    except TRANSIENT_ERRORS as exc:
+                        self.log.warning(
+                            "NextLeg job %s: could not poll (%s); waiting on.", self.message_id, exc
+                        )
+                        continue
                     if message.status.is_terminal:
-                        yield TriggerEvent(finished_event(message))
-                        return
+                        return finished_event(message)
                     if seen != (message.status, message.progress):
                         seen = (message.status, message.progress)
                         self._log_progress(message)
-                pause = self.poll_interval
-                if self.deadline is not None:
-                    left = self.deadline - time.time()
-                    if left <= 0:
-                        yield TriggerEvent(self._stopped(TIMEOUT, self._timeout_text(), terminal=False))
-                        return
-                    pause = min(pause, left)
-                await asyncio.sleep(pause)
         except Exception as exc:  # the event carries it to the task, which fails with this text
-            yield TriggerEvent(self._stopped(ERROR, str(exc), terminal=isinstance(exc, AirflowFailException)))
+            return self._stopped(ERROR, str(exc), terminal=isinstance(exc, AirflowFailException))
+
+    def _time_left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.time())
 
     def _log_progress(self, message: Message) -> None:
         if message.status is MessageStatus.QUEUED:

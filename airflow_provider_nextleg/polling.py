@@ -1,0 +1,353 @@
+"""Shared waiting for NextLeg jobs: one poll scheduler per account and event loop.
+
+NextLeg allows one request every 3 seconds per account, so waiting on many jobs comes down to choosing
+which job each request polls. Every wait on a job of one account in one event loop (the triggers of a
+triggerer process; the non-deferrable wait of a worker, in a loop of its own) registers its message with
+that account's :class:`PollScheduler` through :func:`watch_message`. The scheduler's one task takes the
+account's rate-limiter slots, the same slots every other request of the process takes, and spends each
+on the watched job most likely to have finished:
+
+* A job's finish is estimated from its own progress: when each progress value was first seen, and how
+  long the jobs seen from start to finish took (their median, once :data:`LEARN_AFTER` have been seen;
+  :data:`PRIOR_SECONDS` before, which only orders the polls).
+* Among the jobs due a poll, the one expected to finish first goes first, so the budget goes to jobs
+  about to finish; a job seen queued (progress 0) is expected a whole duration after that poll, so it
+  comes after every running one.
+* Once durations are known, a job is not polled again before it could have finished: the next poll comes
+  halfway to its earliest plausible finish (so the estimate sharpens as the job advances), which polls a
+  queued job about every quarter of a typical duration. Before that, and from its earliest finish on, a
+  job is polled as often as its watchers' ``min_interval`` and the budget allow.
+* A job past its latest plausible finish drops back in the order by as much as it is late, and is polled
+  less often, so a stuck job never starves the others.
+* A 429 pushes the account's limiter back by its ``Retry-After`` (the hook does it), which slows every
+  poller and every submission of the account in the process at once; a job whose poll failed is asked
+  again after a growing pause, and its watchers hear of the failure.
+
+A scheduler holds hints, never an outcome: what decides a wait is the API's answer, which every watcher of
+the message receives. A triggerer that restarts loses the hints, and its triggers simply register again.
+A watcher that leaves (its trigger finished, cancelled or moved to another triggerer) is forgotten at
+once; the scheduler and its task end with the last watcher.
+
+Several processes of one account (workers and a triggerer, or two triggerers) each have their own
+limiter and scheduler: see :mod:`airflow_provider_nextleg.ratelimit` for what keeps them within the
+account's limit together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_nextleg.exceptions import (
+    NextLegConnectionError,
+    NextLegMalformedResponseError,
+    NextLegRateLimitError,
+    NextLegServerError,
+)
+from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.models import Message, MessageStatus
+from airflow_provider_nextleg.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (
+    NextLegRateLimitError,
+    NextLegServerError,
+    NextLegConnectionError,
+    NextLegMalformedResponseError,
+)
+"""Errors that say nothing about the job: the wait goes on."""
+
+PRIOR_SECONDS = 50.0
+"""A typical job's duration before any was seen (a fast Midjourney job takes 30 to 75 s): orders polls."""
+LEARN_AFTER = 3
+"""Jobs seen from start to finish before their durations gate the polls."""
+REMEMBERED = 25
+"""Durations remembered per account: the latest ones, so a switch to relax mode is soon learned."""
+RETRY_PAUSE = 1.0
+"""Least pause before polling again a job whose poll failed; it doubles with each failure in a row."""
+MAX_RETRY_PAUSE = 60.0
+"""Longest pause before polling again a job whose poll failed."""
+
+
+def time_left(progress: int) -> float:
+    """
+    The share of a job's time still to run when it first shows ``progress``.
+
+    Progress shows the steps already completed: a four-step job shows 31, 62, then 93 with a quarter of
+    its time still to go, so ``p`` percent leaves about ``1 - p/125`` of the time.
+
+    :param progress: 0 to 99.
+    """
+    return 1.0 - progress / 125.0
+
+
+class Durations:
+    """How long an account's jobs take, learned from the jobs seen from start to finish."""
+
+    def __init__(self) -> None:
+        self._seen: deque[float] = deque(maxlen=REMEMBERED)
+
+    def add(self, seconds: float) -> None:
+        """Remember one job's duration (positive durations only; a clock glitch is not a duration)."""
+        if seconds > 0:
+            self._seen.append(seconds)
+
+    @property
+    def typical(self) -> float | None:
+        """The median duration, once :data:`LEARN_AFTER` jobs were seen; ``None`` until then."""
+        return statistics.median(self._seen) if len(self._seen) >= LEARN_AFTER else None
+
+
+class Updates:
+    """The answers of the polls of one watched message, for one watcher, in order."""
+
+    def __init__(self) -> None:
+        self._inbox: asyncio.Queue[Message | Exception] = asyncio.Queue()
+
+    def put(self, answer: Message | Exception) -> None:
+        self._inbox.put_nowait(answer)
+
+    async def next(self, timeout: float | None = None) -> Message:
+        """
+        The next poll's message; raises the error that poll met, or ``asyncio.TimeoutError``.
+
+        :param timeout: the most seconds to wait; ``None`` waits as long as it takes.
+        """
+        answer = await asyncio.wait_for(self._inbox.get(), timeout)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@dataclass(eq=False)
+class _Watch:
+    """One watched message: who waits for it, and what its polls have shown so far (hints only)."""
+
+    message_id: str
+    expire_mins: int | None
+    hook: NextLegHook
+    registered: float
+    watchers: dict[Updates, float] = field(default_factory=dict)  # each watcher's min_interval
+    next_poll: float = 0.0
+    expected: float = 0.0  # the order among due jobs: when it is expected to finish
+    in_flight: bool = False
+    last_poll: float | None = None  # when the latest answered poll was sent
+    progress: int = 0
+    reached: tuple[float, float] = (0.0, 0.0)  # the current progress was reached after [0], by [1]
+    first: tuple[int, float] | None = None  # first progress seen after a 0, and about when it was reached
+    failures: int = 0
+
+    @property
+    def min_interval(self) -> float:
+        return min(self.watchers.values(), default=0.0)
+
+
+class PollScheduler:
+    """
+    The polls of one account in one event loop: one queue of polls within the account's rate limit.
+
+    Use :func:`watch_message`, which finds or creates the scheduler of the hook's account.
+
+    :param limiter: the account's process-wide rate limiter, whose slots the polls take.
+    :param durations: what is known of the account's job durations.
+    """
+
+    def __init__(self, limiter: RateLimiter, durations: Durations) -> None:
+        self.limiter = limiter
+        self.durations = durations
+        self._watches: dict[tuple[str, int | None], _Watch] = {}
+        self._watchers = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._polls: set[asyncio.Task[None]] = set()
+
+    @property
+    def watched(self) -> int:
+        """How many messages are being polled."""
+        return len(self._watches)
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self, hook: NextLegHook, message_id: str, *, expire_mins: int | None, min_interval: float
+    ) -> AsyncIterator[Updates]:
+        """
+        Register a watcher of a message for the duration of the block; see :func:`watch_message`.
+
+        Watchers of the same message (and ``expire_mins``) share its polls.
+        """
+        key = (message_id, expire_mins)
+        watch = self._watches.get(key)
+        if watch is None:
+            now = time.monotonic()
+            watch = _Watch(message_id, expire_mins, hook, registered=now, next_poll=now)
+            watch.expected = now + (self.durations.typical or PRIOR_SECONDS)
+            self._watches[key] = watch
+        updates = Updates()
+        watch.watchers[updates] = min_interval
+        self._watchers += 1
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"nextleg-poll-scheduler-{id(self):x}")
+        self._wake.set()
+        try:
+            yield updates
+        finally:
+            del watch.watchers[updates]
+            if not watch.watchers and self._watches.get(key) is watch:
+                del self._watches[key]
+            self._watchers -= 1
+            if not self._watchers:
+                self._close()
+
+    def _close(self) -> None:
+        """The last watcher left: stop the task and the polls in flight, and leave the registry."""
+        for task in (self._task, *self._polls):
+            if task is not None:
+                task.cancel()
+        self._task = None
+        schedulers = _schedulers.get(asyncio.get_running_loop(), {})
+        if schedulers.get(self.limiter) is self:
+            del schedulers[self.limiter]
+
+    async def _run(self) -> None:
+        """Take the account's slots while a poll is due, and spend each on the most promising job."""
+        while True:
+            now = time.monotonic()
+            due = min(
+                (watch.next_poll for watch in self._watches.values() if not watch.in_flight), default=None
+            )
+            if due is None or due > now:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), None if due is None else due - now)
+                continue
+            await asyncio.sleep(self.limiter.reserve())
+            watch = self._pick(time.monotonic())
+            if watch is not None:
+                watch.in_flight = True
+                self._spawn(self._poll(watch))
+
+    def _pick(self, now: float) -> _Watch | None:
+        """The due job expected to finish first (the longest unpolled among equals)."""
+        due = [watch for watch in self._watches.values() if not watch.in_flight and watch.next_poll <= now]
+        return min(due, key=lambda watch: (watch.expected, watch.last_poll or 0.0), default=None)
+
+    def _spawn(self, poll: Coroutine[Any, Any, None]) -> None:
+        """Poll in a task of its own, so a slow answer holds up no other poll."""
+        task = asyncio.create_task(poll)
+        self._polls.add(task)
+        task.add_done_callback(self._polls.discard)
+
+    async def _poll(self, watch: _Watch) -> None:
+        sent = time.monotonic()
+        answer: Message | Exception
+        try:
+            answer = await watch.hook.apoll_message(watch.message_id, expire_mins=watch.expire_mins)
+        except Exception as exc:  # the watchers' business: a transient error delays, any other ends the wait
+            answer = exc
+        finally:
+            watch.in_flight = False
+            self._wake.set()
+        final = isinstance(answer, Exception) and not isinstance(answer, TRANSIENT_ERRORS)
+        if isinstance(answer, Message):
+            final = answer.status.is_terminal
+            self._learn(watch, sent, answer)
+        elif not final:
+            watch.failures += 1
+            base = max(RETRY_PAUSE, watch.min_interval, self.limiter.interval)
+            pause = min(MAX_RETRY_PAUSE, base * 2 ** (watch.failures - 1))
+            watch.next_poll = time.monotonic() + pause
+            log.debug("NextLeg job %s: poll failed (%s); next in %.1f s", watch.message_id, answer, pause)
+        if final:  # nothing more to learn: the watchers have the answer and leave
+            key = (watch.message_id, watch.expire_mins)
+            if self._watches.get(key) is watch:
+                del self._watches[key]
+        for updates in watch.watchers:
+            updates.put(answer)
+
+    def _learn(self, watch: _Watch, sent: float, message: Message) -> None:
+        """Take in what a poll sent at ``sent`` showed, then plan the job's next poll."""
+        if message.status is MessageStatus.DONE and watch.first is not None and watch.last_poll is not None:
+            progress, reached = watch.first
+            finished = (watch.last_poll + sent) / 2
+            self.durations.add((finished - reached) / time_left(progress))
+        if message.status.is_terminal:
+            return
+        progress = message.progress or 0
+        if progress != watch.progress:
+            after = watch.registered if watch.last_poll is None else watch.last_poll
+            if watch.progress == 0 and watch.last_poll is not None and watch.first is None:
+                watch.first = (progress, (after + sent) / 2)
+            watch.progress, watch.reached = progress, (after, sent)
+        watch.last_poll = sent
+        watch.failures = 0
+        self._plan(watch)
+
+    def _plan(self, watch: _Watch) -> None:
+        """When to poll the job again, and how soon it is expected to finish (its place among the due)."""
+        assert watch.last_poll is not None
+        last = watch.last_poll
+        typical = self.durations.typical
+        duration = (typical or PRIOR_SECONDS) * time_left(watch.progress)
+        if watch.progress:  # its clock: when it reached its current progress
+            start_lo, start = watch.reached[0], sum(watch.reached) / 2
+        else:  # not started when last seen, as far as a poll can tell
+            start_lo = start = last
+        overdue = last - (start + 1.5 * duration)
+        watch.expected = last + overdue if overdue > 0 else start + duration
+        gap = watch.min_interval
+        if typical is not None:
+            gap = max(gap, (start_lo + duration / 2 - last) / 2, overdue / 4)
+        watch.next_poll = last + gap
+
+
+_durations: weakref.WeakKeyDictionary[RateLimiter, Durations] = weakref.WeakKeyDictionary()
+_schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[RateLimiter, PollScheduler]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def scheduler_for(limiter: RateLimiter) -> PollScheduler:
+    """
+    The running event loop's scheduler of the account behind ``limiter``, created on first use.
+
+    What it learned of durations outlives it: the account's next scheduler in the process starts from it.
+
+    :param limiter: the account's rate limiter (:meth:`NextLegHook.arate_limiter`).
+    """
+    schedulers = _schedulers.setdefault(asyncio.get_running_loop(), {})
+    scheduler = schedulers.get(limiter)
+    if scheduler is None:
+        durations = _durations.setdefault(limiter, Durations())
+        scheduler = schedulers[limiter] = PollScheduler(limiter, durations)
+    return scheduler
+
+
+@contextlib.asynccontextmanager
+async def watch_message(
+    hook: NextLegHook, message_id: str, *, expire_mins: int | None = None, min_interval: float = 0.0
+) -> AsyncIterator[Updates]:
+    """
+    Wait on a message through its account's scheduler: ``async with watch_message(hook, id) as updates:``.
+
+    Every poll's answer (``await updates.next(timeout)``) reaches every watcher of the message; leaving
+    the block, however it is left, stops the watch.
+
+    :param hook: the hook of the message's connection; its account chooses the scheduler.
+    :param message_id: the job's message id.
+    :param expire_mins: the ``expireMins`` of each poll; ``None`` takes the connection's.
+    :param min_interval: the least time between two polls of this message.
+    """
+    scheduler = scheduler_for(await hook.arate_limiter())
+    async with scheduler.watch(
+        hook, message_id, expire_mins=expire_mins, min_interval=min_interval
+    ) as updates:
+        yield updates
