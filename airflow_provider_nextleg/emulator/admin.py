@@ -48,6 +48,11 @@ class EmulatorAdmin:
         ``rate_limited`` and ``faults``."""
         return self._call("GET", "/counters")
 
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job in submission order: ``messageId``, ``type``, ``error``, ``stalled``, and its timeline
+        as UNIX times, ``created``, ``started`` (out of the queue) and ``finished`` (result visible)."""
+        return self._call("GET", "/jobs")
+
     def webhooks(self) -> list[dict[str, Any]]:
         """Every webhook delivery: ``url``, ``messageId``, ``ref``, ``status`` or ``error``, ``time``."""
         return self._call("GET", "/webhooks")

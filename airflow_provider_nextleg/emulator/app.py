@@ -287,6 +287,24 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
         admin(request)
         return {name: dict(counter) for name, counter in state.counters.items()}
 
+    @app.get(f"{ADMIN_PREFIX}/jobs")
+    async def jobs(request: Request) -> list[dict[str, Any]]:
+        """Every job's timeline as UNIX times, in submission order: what a client's latency is measured from."""
+        admin(request)
+        wall = state.clock.wall
+        return [
+            {
+                "messageId": job.id,
+                "type": job.type,
+                "error": job.error,
+                "stalled": job.stalled,
+                "created": wall(job.created).timestamp(),
+                "started": wall(job.start).timestamp(),
+                "finished": wall(job.finish).timestamp(),
+            }
+            for job in state.account.jobs.values()
+        ]
+
     @app.get(f"{ADMIN_PREFIX}/webhooks")
     async def webhooks(request: Request) -> list[dict[str, Any]]:
         admin(request)
