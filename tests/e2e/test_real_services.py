@@ -70,6 +70,9 @@ class AirflowServices:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
             "AIRFLOW__API__PORT": str(self.port),
+            # Own ports for the log servers too, so that other Airflow services on the machine don't collide.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
@@ -95,10 +98,14 @@ class AirflowServices:
 
     def __enter__(self) -> AirflowServices:
         subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, check=True, capture_output=True)
-        for service in self.SERVICES:
-            self.start(service)
-        wait_for(lambda: self.api.get("/api/v2/monitor/health").status_code == 200, 90, "the api-server")
-        wait_for(lambda: self.api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 120, f"{DAG_ID} parsed")
+        try:
+            for service in self.SERVICES:
+                self.start(service)
+            wait_for(lambda: self.api.get("/api/v2/monitor/health").status_code == 200, 90, "the api-server")
+            wait_for(lambda: self.api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 120, "the DAG parsed")
+        except BaseException:
+            self.__exit__()  # a failed start must not leave services running
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
