@@ -195,9 +195,10 @@ class NextLegJobOperator(BaseOperator):
             self.log.info("Submitted NextLeg job %s (%s).", message_id, self.endpoint)
         context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")  # the link is empty until the job ends
-        if not self.wait_for_completion:
-            return {"message_id": message_id}
-        return self._wait(context, message_id)
+        if self.wait_for_completion:
+            return self._wait(context, message_id)
+        self._forget_job(context)  # submitted is done for this task: a clear submits again
+        return {"message_id": message_id}
 
     def _fingerprint(self) -> str:
         request = {"endpoint": self.endpoint, **self.request_fingerprint()}
@@ -239,6 +240,13 @@ class NextLegJobOperator(BaseOperator):
         )
         return None
 
+    @staticmethod
+    def _forget_job(context: Context) -> None:
+        """The task got what it wanted from its job: a later clear of it is a request for a new one."""
+        store = task_state_store(context)
+        if store is not None:
+            store.delete(STATE_KEY)
+
     def _job_ref(self, context: Context) -> str:
         ref = task_instance_identity(context)
         if self.ref is not None:
@@ -270,9 +278,7 @@ class NextLegJobOperator(BaseOperator):
         ti.xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message.message_id)
         if message.image_url:
             ti.xcom_push(key=IMAGE_URL_XCOM_KEY, value=message.image_url)
-        store = task_state_store(context)
-        if store is not None:
-            store.delete(STATE_KEY)  # done: a clear of this task is a request for a new job
+        self._forget_job(context)
         self.log.info(
             "NextLeg job %s finished: %s%s",
             message.message_id,

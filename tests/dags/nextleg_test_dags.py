@@ -9,13 +9,20 @@ from datetime import timedelta
 
 from airflow.sdk import DAG
 
-from airflow_provider_nextleg.operators.nextleg import ButtonOperator, ImagineOperator
+from airflow_provider_nextleg.operators.nextleg import MESSAGE_ID_XCOM_KEY, ButtonOperator, ImagineOperator
 from airflow_provider_nextleg.sensors.nextleg import MessageSensor
 
 with DAG(dag_id="nextleg_test_chain_on_worker", schedule=None, default_args={"deferrable": False}):
     grid = ImagineOperator(task_id="imagine", prompt="a paper boat on a pond")
     variation = ButtonOperator(task_id="variation", message=grid.output, button="V1")
     ButtonOperator(task_id="upscale", message=variation.output, button="U1")
+
+with DAG(dag_id="nextleg_test_submit_then_sense", schedule=None):
+    # Submit without waiting, then wait with the sensor: the pattern for jobs started elsewhere.
+    submitted = ImagineOperator(task_id="imagine", prompt="a lantern in the fog", wait_for_completion=False)
+    MessageSensor(
+        task_id="wait", message_id=submitted.output[MESSAGE_ID_XCOM_KEY], deferrable=True, poke_interval=0.05
+    )
 
 with DAG(dag_id="nextleg_test_resume", schedule=None):
     # The first try gives up waiting after 0.3 s; the retry must find the job it submitted.

@@ -193,6 +193,16 @@ class TestOperators:
 
 
 class TestMessageSensor:
+    def test_waits_for_a_job_submitted_without_waiting(self, dags, nextleg_emulator: EmulatorServer):
+        dag = dags["nextleg_test_submit_then_sense"]
+        dag_run, tis = run(dag)
+        assert dag_run.state == DagRunState.SUCCESS
+        message_id = xcom(tis["imagine"])["message_id"]
+        assert xcom(tis["wait"])["message_id"] == message_id
+        assert len(xcom(tis["wait"])["image_urls"]) == 4
+        run(dag)  # a second run (or a clear) is a new job, even on Airflow 3.3's task state store
+        assert len(submissions(nextleg_emulator)) == 2
+
     @pytest.mark.parametrize("mode", ["deferred", "poking"])
     def test_returns_the_finished_result(self, dags, nextleg_emulator: EmulatorServer, mode: str):
         message_id = NextLegHook().imagine("a tin robot").message_id
