@@ -11,6 +11,7 @@ object serves threads and event loops alike.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 
@@ -19,7 +20,13 @@ class RateLimiter:
     """
     Spaces requests ``interval`` seconds apart, in the order they ask.
 
-    Thread-safe: :meth:`reserve` books the next free slot under a lock and returns at once.
+    Thread-safe: :meth:`reserve` books the next free slot under a lock and returns at once. A caller
+    sleeps until its slot, waits while :meth:`clear_to_send` says so, sends, and calls :meth:`answered`
+    when the answer (or the failure) comes. The service counts a request when it handles it, somewhere
+    between its sending and its answer, so a request goes out no sooner than one interval after the
+    previous one was answered: neither a caller woken late (a busy event loop, a loaded machine) nor a
+    request slow to reach the service (a new connection) leaves the service less than an interval between
+    two requests, which its sliding window would refuse.
 
     :param interval: seconds between two requests; 0 turns the limiter off.
     """
@@ -27,6 +34,8 @@ class RateLimiter:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._next_free = 0.0  # time.monotonic() of the next free slot
+        self._latest = -math.inf  # when the latest request was sent or answered
+        self._quiet_until = 0.0  # the end of the latest 429's pause
         self._lock = threading.Lock()
 
     def reserve(self) -> float:
@@ -37,16 +46,33 @@ class RateLimiter:
             self._next_free = slot + self.interval
             return slot - now
 
+    def clear_to_send(self) -> float:
+        """Seconds still to wait before sending (0: send now, which this counts as the latest request)."""
+        with self._lock:
+            now = time.monotonic()
+            ready = max(self._latest + self.interval, self._quiet_until)
+            if now < ready:
+                return ready - now
+            self._latest = now
+            return 0.0
+
+    def answered(self) -> None:
+        """A request came back (answered or failed): the next one goes no sooner than an interval from now."""
+        with self._lock:
+            self._latest = max(self._latest, time.monotonic())
+
     def penalize(self, seconds: float) -> None:
         """
-        Push the next free slot at least ``seconds`` from now, for every caller of this account.
+        Send nothing for ``seconds`` from now, for every caller of this account, booked or not.
 
         Used when the service answers 429 (its ``Retry-After``, or one interval when it gives none).
 
         :param seconds: how long the account must stay quiet.
         """
         with self._lock:
-            self._next_free = max(self._next_free, time.monotonic() + seconds)
+            until = time.monotonic() + seconds
+            self._next_free = max(self._next_free, until)
+            self._quiet_until = max(self._quiet_until, until)
 
 
 _limiters: dict[tuple[str, str], RateLimiter] = {}

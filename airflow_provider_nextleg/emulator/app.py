@@ -289,7 +289,7 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
 
     @app.get(f"{ADMIN_PREFIX}/jobs")
     async def jobs(request: Request) -> list[dict[str, Any]]:
-        """Every job's timeline as UNIX times, in submission order: what a client's latency is measured from."""
+        """Every job's timeline (UNIX times), in submission order: what client latencies are measured from."""
         admin(request)
         wall = state.clock.wall
         return [

@@ -502,8 +502,11 @@ class NextLegHook(BaseHook):
     def _send(self, call: _Call[T], settings: _Settings) -> T:
         """One attempt of a call, sync: wait for the account's slot, send, read the answer."""
         time.sleep(settings.limiter.reserve())
+        session = self._session  # created before the check: a new session takes a while
+        while (wait := settings.limiter.clear_to_send()) > 0:
+            time.sleep(wait)
         try:
-            response = self._session.request(
+            response = session.request(
                 call.method,
                 settings.base_url + call.path,
                 params=call.params,
@@ -513,17 +516,22 @@ class NextLegHook(BaseHook):
             )
         except requests.RequestException as exc:
             raise _transport_error(call, settings, exc, sent_nothing=_requests_sent_nothing(exc)) from exc
+        finally:
+            settings.limiter.answered()
         return _answer(call, settings, response.status_code, response.headers, response.content)
 
     async def _asend(self, call: _Call[T], settings: _Settings, *, paced: bool = True) -> T:
         """One attempt of a call, async: the same steps as :meth:`_send` on the shared client.
 
-        ``paced=False`` sends at once: the caller already waited for the account's slot.
+        ``paced=False`` skips booking a slot: the caller already waited for the one it booked.
         """
         if paced:
             await asyncio.sleep(settings.limiter.reserve())
+        client = self._async_client(settings)  # created before the check: a new client takes a while
+        while (wait := settings.limiter.clear_to_send()) > 0:
+            await asyncio.sleep(wait)
         try:
-            response = await self._async_client(settings).request(
+            response = await client.request(
                 call.method,
                 settings.base_url + call.path,
                 params=call.params,
@@ -532,6 +540,8 @@ class NextLegHook(BaseHook):
             )
         except httpx.HTTPError as exc:
             raise _transport_error(call, settings, exc, sent_nothing=_httpx_sent_nothing(exc)) from exc
+        finally:
+            settings.limiter.answered()
         return _answer(call, settings, response.status_code, response.headers, response.content)
 
     def _request(self, call: _Call[T]) -> T:
@@ -746,7 +756,7 @@ class NextLegHook(BaseHook):
 
     async def apoll_message(self, message_id: str, *, expire_mins: int | None = None) -> Message:
         """
-        One attempt of :meth:`aget_message`, sent at once and not retried.
+        One attempt of :meth:`aget_message`, sent without booking a slot and not retried.
 
         For a caller that took a slot of :meth:`arate_limiter` itself and decides when to ask again
         (the poll scheduler of :mod:`airflow_provider_nextleg.polling`); a 429 still pushes the account's
