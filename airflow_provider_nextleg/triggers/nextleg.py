@@ -90,13 +90,16 @@ class NextLegMessageTrigger(BaseTrigger):
         """The event's payload; the message's watch is over (cancelled or not) before it is returned."""
         hook = NextLegHook(self.nextleg_conn_id)
         seen: tuple[MessageStatus, int | None] | None = None
+        # The first answer is awaited even past the deadline, so that a trigger resumed late still
+        # reports a job that finished meanwhile; after it, the time left applies.
+        timeout: float | None = None
         try:
             async with watch_message(
                 hook, self.message_id, expire_mins=self.expire_mins, min_interval=self.poll_interval
             ) as updates:
                 while True:
                     try:
-                        message = await updates.next(self._time_left())
+                        message = await updates.next(timeout)
                     except asyncio.TimeoutError:
                         return self._stopped(TIMEOUT, self._timeout_text(), terminal=False)
                     except TRANSIENT_ERRORS as exc:
@@ -104,6 +107,8 @@ class NextLegMessageTrigger(BaseTrigger):
                             "NextLeg job %s: could not poll (%s); waiting on.", self.message_id, exc
                         )
                         continue
+                    finally:
+                        timeout = self._time_left()
                     if message.status.is_terminal:
                         return finished_event(message)
                     if seen != (message.status, message.progress):

@@ -222,6 +222,22 @@ class TestLeaving:
         assert event["message_id"] == message_id
 
 
+class TestDeadline:
+    async def test_a_trigger_resumed_after_its_deadline_reports_a_job_done_meanwhile(
+        self, nextleg_emulator: EmulatorServer
+    ):
+        message_id = submit()
+        await until(lambda: timeline(nextleg_emulator, message_id)["finished"] < time.time(), "the job")
+        late = NextLegMessageTrigger(message_id=message_id, poll_interval=0.0, deadline=time.time() - 60)
+        assert (await event_of(late))["status"] == "done"
+
+    async def test_after_the_first_answer_the_deadline_holds(self, nextleg_emulator: EmulatorServer):
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"stuck": "STALL"}))
+        stuck = submit("a stuck job")
+        late = NextLegMessageTrigger(message_id=stuck, poll_interval=0.0, deadline=time.time())
+        assert (await event_of(late))["status"] == "timeout"
+
+
 class TestSharing:
     async def test_many_triggers_share_one_client_and_connection(
         self, nextleg_emulator: EmulatorServer, polls: list[Poll]
