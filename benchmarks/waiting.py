@@ -1,0 +1,730 @@
+"""Waiting on NextLeg jobs within the account's rate limit: figures for the shared poll scheduler.
+
+Every figure comes from the provider's real trigger code against ``nextleg-emulator`` processes on
+127.0.0.1 with the documented rate limit (one request every 3 s, a sliding window) and all times scaled
+by one factor (real seconds per API second); times are reported in API seconds, as the real service would
+take them. Each measurement runs in a process of its own, so CPU time and memory are its own::
+
+    .venv/bin/python benchmarks/waiting.py                 # burst, single, scale: about 5 minutes
+    .venv/bin/python benchmarks/waiting.py airflow         # real Airflow services: about 5 minutes
+
+Scenarios, each with its targets (printed with PASS or FAIL):
+
+* ``burst``: 60 imagine jobs submitted at once (account concurrency 12, jobs of 30 to 75 s), waited on
+  side by side, each variant against an emulator of its own, by (a) this provider's trigger, all 60 in
+  one event loop as the triggerer runs them; (b) a fixed 5 s poll per job on one shared client, as the
+  NextLeg docs' example does; (c) a new HTTP session for every 5 s poll, as Airflow's generic
+  ``HttpSensorTrigger`` does. Targets for (a): no 429, no QUEUE_FULL, a makespan within 1.25 times the
+  lower bound (the larger of the concurrency's bound on the jobs' durations and two requests per job at
+  the rate limit).
+* ``single``: ten jobs one after another; target: p95 detection latency within one window (3 s).
+* ``scale``: 2,000 triggers waiting in one event loop, added as the triggerer adds them (one per loop
+  iteration); targets: at most 50 KB per trigger, no event-loop stall over 0.1 s, at most 10 connections.
+* ``airflow``: the batch example DAG with 30 prompts (30 grids, 120 upscales) on real Airflow services
+  (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite, parallelism 4), deferrable;
+  targets: no 429, and no worker slot held while a job runs (beyond the hand-off to the triggerer).
+
+Every run stops by itself: a burst waiter not done by three lower bounds is cancelled and counted as
+undetected, and the other scenarios give up after fixed limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import json
+import os
+import platform
+import resource
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from airflow_provider_nextleg.emulator import EmulatorAdmin
+from airflow_provider_nextleg.emulator.settings import DEFAULT_TOKEN
+
+HERE = Path(__file__).resolve().parent
+WINDOW = 3.0
+"""The documented rate limit: one request every 3 API seconds per account."""
+CONCURRENCY = 12
+MIN_DURATION, MAX_DURATION = 30.0, 75.0
+BURST_JOBS = 60
+SINGLE_JOBS = 10
+BATCH_DAG, BATCH_PROMPTS = "nextleg_daily_batch", 30
+SEED_POLL = 5.0
+"""The fixed poll interval of the docs' example and of ``HttpSensorTrigger``, in API seconds."""
+HAND_OFF = 2.0
+"""Real seconds a task may stay on its worker after submitting, while it hands the wait over."""
+HEADERS = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
+Figures = dict[str, Any]
+
+
+# --- the emulator and what it counted -------------------------------------------------------------------
+
+
+@contextmanager
+def emulator(time_scale: float, *flags: str) -> Iterator[EmulatorAdmin]:
+    """
+    A ``nextleg-emulator`` process on a free port of 127.0.0.1, with the documented rate limit.
+
+    It has answered a submission and a poll before it is handed over, then been reset: its first request
+    takes it tens of milliseconds (imports, caches), which would shift when it counts the next one.
+    """
+    command = shutil.which("nextleg-emulator", path=str(Path(sys.executable).parent)) or "nextleg-emulator"
+    process = subprocess.Popen(
+        [command, "--port", "0", "--time-scale", str(time_scale), "--log-level", "warning", *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    admin = EmulatorAdmin(process.stdout.readline().split()[4])
+    try:
+        with httpx.Client(base_url=admin.base_url, headers=HEADERS, trust_env=False) as client:
+            for _ in range(500):
+                with suppress(httpx.TransportError):
+                    message_id = client.post("/v2/imagine", json={"msg": "warm-up"}).json()["messageId"]
+                    break
+                time.sleep(0.01)
+            time.sleep(WINDOW * time_scale)
+            client.get(f"/v2/message/{message_id}")
+        admin.reset()
+        yield admin
+    finally:
+        admin.close()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def job_flags(queue: int = 100) -> tuple[str, ...]:
+    """Fast jobs of 30 to 75 s on an account running 12 at once, drawn from one seed in every run."""
+    return (
+        *("--concurrency", str(CONCURRENCY), "--queue-length", str(queue)),
+        *("--min-duration", str(MIN_DURATION), "--max-duration", str(MAX_DURATION), "--seed", "7"),
+    )
+
+
+def use_emulator(admin: EmulatorAdmin, time_scale: float) -> str:
+    """Point ``nextleg_default`` at the emulator, paced at one request per (scaled) window; its JSON."""
+    os.environ["AIRFLOW_CONN_NEXTLEG_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "nextleg",
+            "host": admin.base_url,
+            "password": DEFAULT_TOKEN,
+            "extra": {"rate_limit_interval": WINDOW * time_scale, "timeout": 30.0},
+        }
+    )
+    return os.environ["AIRFLOW_CONN_NEXTLEG_DEFAULT"]
+
+
+def counted(admin: EmulatorAdmin) -> Figures:
+    """What the emulator counted: requests, polls, 429s."""
+    counters = admin.counters()
+    return {
+        "requests": sum(counters["requests"].values()),
+        "polls": counters["requests"].get("GET /v2/message", 0),
+        "rate_limited": sum(counters["rate_limited"].values()),
+    }
+
+
+def counted_apart(base_url: str) -> Figures:
+    """What the emulator counted, asked on a connection of its own that is closed at once."""
+    admin = EmulatorAdmin(base_url)
+    try:
+        return counted(admin)
+    finally:
+        admin.close()
+
+
+def latencies(events: dict[str, float], jobs: list[Figures], time_scale: float) -> list[float]:
+    """API seconds from each job's result appearing on the server to its waiter's event."""
+    finished = {job["messageId"]: job["finished"] for job in jobs}
+    return sorted((when - finished[message_id]) / time_scale for message_id, when in events.items())
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile, interpolated between the closest ranks."""
+    if len(values) < 2:
+        return values[0] if values else None
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+class GcClock:
+    """The time CPython's garbage collector has taken since this object was made (a ``gc`` callback)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.monotonic()
+        else:
+            self.total += time.monotonic() - self._started
+
+
+class Usage:
+    """CPU seconds and the peak memory added since this object was made, in this process."""
+
+    def __init__(self) -> None:
+        self.cpu = self._cpu()
+        self.rss = psutil.Process().memory_info().rss
+
+    @staticmethod
+    def _cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def figures(self) -> Figures:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return {"cpu": self._cpu() - self.cpu, "peak_mb": max(0, peak - self.rss) / 2**20}
+
+
+# --- the waiters ----------------------------------------------------------------------------------------
+
+
+async def wait_with_trigger(message_id: str, time_scale: float, deadline: float | None = None) -> str:
+    """This provider's trigger, as its operators defer it (polls no closer than the connection's pace)."""
+    from airflow_provider_nextleg.triggers.nextleg import NextLegMessageTrigger
+
+    trigger = NextLegMessageTrigger(
+        message_id=message_id, poll_interval=WINDOW * time_scale, deadline=deadline
+    )
+    async for event in trigger.run():
+        return str(event.payload["status"])
+    raise RuntimeError(f"the trigger of {message_id} ended without an event")
+
+
+async def wait_on_timer(
+    message_id: str, every: float, base_url: str, shared: httpx.AsyncClient | None
+) -> str:
+    """
+    Poll on the job's own timer straight to the API: on one ``shared`` client (the docs' example), or on
+    a new session per poll (``HttpSensorTrigger``; its aiohttp caches the TLS context, so do these). Any
+    answer but a final one, a 429 included, means "poll again in ``every`` seconds".
+    """
+    from airflow_provider_nextleg.models import Message
+
+    while True:
+        client = shared or httpx.AsyncClient(headers=HEADERS, verify=TLS_CONTEXT, trust_env=False)
+        try:
+            response = await client.get(f"{base_url}/v2/message/{message_id}", params={"expireMins": 12})
+        finally:
+            if shared is None:
+                await client.aclose()
+        if response.status_code == 200:
+            message = Message.from_api(response.json(), message_id)
+            if message.status.is_terminal:
+                return message.status.value
+        await asyncio.sleep(every)
+
+
+TLS_CONTEXT = ssl.create_default_context()
+
+
+# --- the scenarios, each run in a process of its own ----------------------------------------------------
+
+
+async def run_burst(variant: str, time_scale: float) -> Figures:
+    """60 jobs submitted at once through the hook, each then waited on by the variant's waiter."""
+    from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+
+    bound = 2 * BURST_JOBS * WINDOW * time_scale
+    with emulator(time_scale, *job_flags()) as admin:
+        use_emulator(admin, time_scale)
+        async with httpx.AsyncClient(headers=HEADERS, trust_env=False) as shared:
+            waiters: dict[str, Callable[[str], Awaitable[str]]] = {
+                "a": lambda message_id: wait_with_trigger(message_id, time_scale, time.time() + 3 * bound),
+                "b": lambda message_id: wait_on_timer(
+                    message_id, SEED_POLL * time_scale, admin.base_url, shared
+                ),
+                "c": lambda message_id: wait_on_timer(
+                    message_id, SEED_POLL * time_scale, admin.base_url, None
+                ),
+            }
+            # Submissions go through the hook in every variant, paced by the account's limiter and retried
+            # on a 429 with many attempts, so that a storm of polls delays them but loses none.
+            hook = NextLegHook(max_attempts=100, retry_wait=WINDOW * time_scale)
+            await hook.arate_limiter()  # the connection, read once as a worker would
+            events: dict[str, float] = {}
+            statuses: dict[str, str] = {}
+
+            async def job(number: int) -> None:
+                message_id = (await hook.aimagine(f"burst job {number}: a lighthouse at dawn")).message_id
+                statuses[message_id] = await waiters[variant](message_id)
+                events[message_id] = time.time()
+
+            usage, started = Usage(), time.time()
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(job(n) for n in range(BURST_JOBS))), 3 * bound)
+            ended = max(events.values(), default=time.time())
+            await NextLegHook.aclose_clients()
+        jobs = admin.jobs()
+        return {
+            **usage.figures(),
+            **counted(admin),
+            "makespan": (ended - started) / time_scale,
+            "bound_rate": 2 * BURST_JOBS * WINDOW,
+            "bound_concurrency": max(
+                sum(job["finished"] - job["started"] for job in jobs) / CONCURRENCY / time_scale,
+                max(job["finished"] - job["started"] for job in jobs) / time_scale,
+            ),
+            "detected": len(events),
+            "queue_full": sum(status == "failed" for status in statuses.values()),
+            "latencies": latencies(events, jobs, time_scale),
+        }
+
+
+async def run_single(time_scale: float) -> Figures:
+    """Ten jobs one after another, each submitted once the previous one's event came."""
+    from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+
+    with emulator(time_scale, *job_flags()) as admin:
+        use_emulator(admin, time_scale)
+        hook = NextLegHook()
+        events: dict[str, float] = {}
+        for number in range(SINGLE_JOBS):
+            message_id = (await hook.aimagine(f"single job {number}: a lighthouse at dusk")).message_id
+            await wait_with_trigger(message_id, time_scale, time.time() + 3 * MAX_DURATION * time_scale)
+            events[message_id] = time.time()
+        await NextLegHook.aclose_clients()
+        return {**counted(admin), "latencies": latencies(events, admin.jobs(), time_scale)}
+
+
+async def run_scale(time_scale: float, triggers: int, seconds: float) -> Figures:
+    """Triggers that wait (their jobs outlast the run), added as the triggerer adds them."""
+    from airflow_provider_nextleg import polling
+    from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+
+    # Jobs of 5,000 API seconds (and the fast hours for them all) outlast the run; the queue holds them.
+    flags = ("--concurrency", str(CONCURRENCY), "--queue-length", str(triggers + 10), "--fast-hours", "1e9")
+    flags += ("--min-duration", "5000", "--max-duration", "6000", "--no-rate-limit")
+    with emulator(time_scale, *flags) as admin:
+        async with httpx.AsyncClient(base_url=admin.base_url, headers=HEADERS, trust_env=False) as client:
+            message_ids = [
+                (await client.post("/v2/imagine", json={"msg": f"scale job {n}"})).json()["messageId"]
+                for n in range(triggers + 1)
+            ]
+        admin.configure(rate_limit=True)
+        admin.close()  # its keep-alive connection is not the triggers'
+        use_emulator(admin, time_scale)
+        port = int(admin.base_url.rsplit(":", 1)[1])
+
+        def connections() -> int:
+            return sum(
+                1
+                for conn in psutil.Process().net_connections(kind="tcp")
+                if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+            )
+
+        def wait(message_id: str) -> asyncio.Task[str]:
+            return asyncio.create_task(wait_with_trigger(message_id, time_scale))
+
+        # One trigger first, so that what all triggers share (modules, the client) is in the baseline.
+        warm = wait(message_ids[0])
+        await asyncio.sleep(1.0)
+        warm.cancel()
+        await asyncio.gather(warm, return_exceptions=True)
+        gc.collect()
+        usage = Usage()
+
+        stalls: list[tuple[float, float]] = []  # how late each heartbeat came, and the GC's part of it
+        collector = GcClock()
+
+        async def heartbeat() -> None:
+            while True:
+                before, collected = time.monotonic(), collector.total
+                await asyncio.sleep(0.01)
+                stalls.append((time.monotonic() - before - 0.01, collector.total - collected))
+
+        gc.callbacks.append(collector)
+        beat = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0.2)
+        added = time.monotonic()
+        waits = []
+        for message_id in message_ids[1:]:  # one per loop iteration, as the triggerer's create_triggers does
+            waits.append(wait(message_id))
+            await asyncio.sleep(0)
+        schedulers = polling._schedulers[asyncio.get_running_loop()]
+        give_up = time.monotonic() + 120
+        while sum(scheduler.watched for scheduler in schedulers.values()) < triggers:
+            if time.monotonic() > give_up or any(task.done() for task in waits):
+                raise RuntimeError("the triggers did not all register and wait")
+            await asyncio.sleep(0.05)
+        registered = time.monotonic() - added
+        adding = list(stalls)
+        stalls.clear()
+        polls_before = counted_apart(admin.base_url)["polls"]
+        peak_connections = 0
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            peak_connections = max(peak_connections, connections())
+            await asyncio.sleep(0.25)
+        waiting = list(stalls)
+        polls = counted_apart(admin.base_url)["polls"] - polls_before
+        beat.cancel()
+        gc.callbacks.remove(collector)
+        gc.collect()
+        per_trigger = (psutil.Process().memory_info().rss - usage.rss) / triggers
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+        await asyncio.sleep(0.1)
+        left = {"schedulers": len(schedulers), "tasks": len(asyncio.all_tasks()) - 1}
+        await NextLegHook.aclose_clients()
+        return {
+            "triggers": triggers,
+            "seconds": seconds,
+            "per_trigger_kb": per_trigger / 1024,
+            "registered": registered,
+            "adding": (max(lag for lag, _ in adding), max(lag - gc for lag, gc in adding)),
+            "waiting": (max(lag for lag, _ in waiting), max(lag - gc for lag, gc in waiting)),
+            "connections": peak_connections,
+            "polls": polls,
+            "rate_limited": counted_apart(admin.base_url)["rate_limited"],
+            "left": left,
+        }
+
+
+async def run_airflow(time_scale: float) -> Figures:
+    """The batch example DAG on real Airflow services, deferrable, against the emulator."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from e2e.test_real_services import AirflowServices
+
+    prompts = [
+        f"batch prompt {n}: a lighthouse on a cliff at dawn, oil painting" for n in range(BATCH_PROMPTS)
+    ]
+    with emulator(time_scale, *job_flags(queue=200)) as admin, tempfile.TemporaryDirectory() as home:
+        services = AirflowServices(Path(home), use_emulator(admin, time_scale))
+        services.env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"  # only the run triggered here
+        with services:
+            admin.reset()
+            started = time.time()
+            response = services.api.post(
+                f"/api/v2/dags/{BATCH_DAG}/dagRuns", json={"logical_date": None, "conf": {"prompts": prompts}}
+            )
+            response.raise_for_status()
+            run = f"/api/v2/dags/{BATCH_DAG}/dagRuns/{response.json()['dag_run_id']}"
+            samples: list[tuple[float, dict[tuple[str, int], str]]] = []  # task instances' states over time
+            state = "queued"
+            while state not in ("success", "failed") and time.time() < started + 1800:
+                instances = services.api.get(f"{run}/taskInstances", params={"limit": 1000}).json()
+                states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in instances["task_instances"]}
+                samples.append((time.time(), states))
+                state = services.api.get(run).json()["state"]
+                await asyncio.sleep(0.5)
+            ended = time.time()
+        finished = {job["messageId"]: job["finished"] for job in admin.jobs()}
+        jobs = {  # (task, map index) -> when its job was submitted, and when it finished
+            (ref["task_id"], ref["map_index"]): (
+                datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp(),
+                finished[entry["messageId"]],
+            )
+            for entry in admin.ledger()
+            if entry["messageId"] and (ref := json.loads(entry["ref"]))
+        }
+        figures = counted(admin)
+    held = dict.fromkeys(jobs, 0.0)  # real seconds each task was seen on a worker while its own job ran
+    for (when, states), (later, _) in itertools.pairwise(samples):
+        for key, task_state in states.items():
+            if task_state == "running" and key in jobs and jobs[key][0] < when < jobs[key][1]:
+                held[key] += later - when
+    return {
+        **figures,
+        "state": state,
+        "makespan": (ended - started) / time_scale,
+        "jobs": len(jobs),
+        "held_max": max(held.values(), default=0.0),
+        "held_share": sum(held.values()) / sum(end - start for start, end in jobs.values()),
+        "deferred_peak": max(sum(state == "deferred" for state in states.values()) for _, states in samples),
+    }
+
+
+# --- the report -----------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def secs(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
+def table(rows: list[list[str]]) -> str:
+    """A Markdown table; the first row is the header."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = [
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return "\n".join(lines)
+
+
+def report_burst(results: dict[str, Figures], time_scale: float) -> str:
+    ours = results["a"]
+    bound = max(ours["bound_rate"], ours["bound_concurrency"])
+    within = ours["detected"] == BURST_JOBS and ours["makespan"] <= 1.25 * bound
+    columns = {
+        "a": "(a) this trigger",
+        "b": "(b) own 5 s timer, shared client",
+        "c": "(c) own 5 s timer, session per poll",
+    }
+
+    def makespan(result: Figures) -> str:
+        figure = f"{result['makespan']:.0f} s ({result['makespan'] / bound:.2f}x)"
+        return figure if result["detected"] == BURST_JOBS else f"{figure}, {result['detected']} done"
+
+    rows = [
+        ["", *columns.values(), "target (a)", ""],
+        ["makespan (x lower bound)", *map(makespan, results.values()), "<= 1.25x", verdict(within)],
+        ["API requests per job", *(f"{r['requests'] / BURST_JOBS:.1f}" for r in results.values()), "", ""],
+        [
+            "429 responses",
+            *(str(r["rate_limited"]) for r in results.values()),
+            "0",
+            verdict(not ours["rate_limited"]),
+        ],
+        [
+            "QUEUE_FULL",
+            *(str(r["queue_full"]) for r in results.values()),
+            "0",
+            verdict(not ours["queue_full"]),
+        ],
+        ["detection latency p50", *(secs(quantile(r["latencies"], 0.5)) for r in results.values()), "", ""],
+        ["detection latency p95", *(secs(quantile(r["latencies"], 0.95)) for r in results.values()), "", ""],
+        ["CPU seconds (real)", *(f"{r['cpu']:.1f}" for r in results.values()), "", ""],
+        ["peak memory added", *(f"{r['peak_mb']:.0f} MB" for r in results.values()), "", ""],
+    ]
+    return "\n".join(
+        [
+            f"### burst: {BURST_JOBS} imagine jobs at once",
+            "",
+            f"Concurrency {CONCURRENCY}, jobs of {MIN_DURATION:g} to {MAX_DURATION:g} s, one request every "
+            f"{WINDOW:g} s, time scale {time_scale:.3g}. Lower bound {bound:.0f} s: the rate limit at two "
+            f"requests per job ({ours['bound_rate']:.0f} s) against the concurrency working through the "
+            f"jobs' durations ({ours['bound_concurrency']:.0f} s). The three variants ran at the same time.",
+            "",
+            table(rows),
+        ]
+    )
+
+
+def report_single(result: Figures, time_scale: float) -> str:
+    p95 = quantile(result["latencies"], 0.95)
+    rows = [
+        ["", "this trigger", "target", ""],
+        ["jobs detected", f"{len(result['latencies'])}/{SINGLE_JOBS}", "", ""],
+        ["detection latency p50", secs(quantile(result["latencies"], 0.5)), "", ""],
+        ["detection latency p95", secs(p95), f"<= {WINDOW:g} s", verdict(p95 is not None and p95 <= WINDOW)],
+        ["detection latency max", secs(max(result["latencies"], default=None)), "", ""],
+        ["polls per job", f"{result['polls'] / SINGLE_JOBS:.1f}", "", ""],
+        ["429 responses", str(result["rate_limited"]), "0", verdict(not result["rate_limited"])],
+    ]
+    return "\n".join(
+        [
+            f"### single: {SINGLE_JOBS} jobs one after another",
+            "",
+            f"Jobs of {MIN_DURATION:g} to {MAX_DURATION:g} s, one request every {WINDOW:g} s, time scale "
+            f"{time_scale:.3g}.",
+            "",
+            table(rows),
+        ]
+    )
+
+
+def report_scale(result: Figures, time_scale: float) -> str:
+    (adding, adding_code), (waiting, waiting_code) = result["adding"], result["waiting"]
+    left = result["left"]
+    kb = result["per_trigger_kb"]
+    rows = [
+        ["", "figure", "target", ""],
+        ["memory per waiting trigger", f"{kb:.1f} KB", "<= 50 KB", verdict(kb <= 50)],
+        [
+            "largest event-loop stall",
+            f"{max(adding, waiting) * 1000:.0f} ms",
+            "<= 100 ms",
+            verdict(max(adding, waiting) <= 0.1),
+        ],
+        [
+            "  while the triggers are added",
+            f"{adding * 1000:.0f} ms ({adding_code * 1000:.0f} ms besides GC)",
+            "",
+            "",
+        ],
+        ["  while they wait", f"{waiting * 1000:.0f} ms ({waiting_code * 1000:.0f} ms besides GC)", "", ""],
+        [
+            "open connections to the API",
+            str(result["connections"]),
+            "<= 10",
+            verdict(result["connections"] <= 10),
+        ],
+        ["all registered within", f"{result['registered']:.1f} s (real)", "", ""],
+        [
+            f"polls while they waited {result['seconds']:g} s (real)",
+            f"{result['polls']} (the limit allows {result['seconds'] / (WINDOW * time_scale):.0f})",
+            "",
+            "",
+        ],
+        ["429 responses", str(result["rate_limited"]), "0", verdict(not result["rate_limited"])],
+        [
+            "left once all are cancelled",
+            f"{left['schedulers']} schedulers, {left['tasks']} tasks",
+            "none",
+            verdict(left == {"schedulers": 0, "tasks": 0}),
+        ],
+    ]
+    return "\n".join(
+        [
+            f"### scale: {result['triggers']} triggers waiting in one event loop",
+            "",
+            f"Queued and running jobs that outlast the run, one request every {WINDOW:g} s, time scale "
+            f"{time_scale:.3g}. GC: the stall's share spent in CPython's garbage collector.",
+            "",
+            table(rows),
+        ]
+    )
+
+
+def report_airflow(result: Figures, time_scale: float) -> str:
+    bound = 2 * result["jobs"] * WINDOW
+    rows = [
+        ["", "figure", "target", ""],
+        [
+            "the run",
+            f"{result['state']}, {result['jobs']} jobs",
+            "success",
+            verdict(result["state"] == "success"),
+        ],
+        ["429 responses", str(result["rate_limited"]), "0", verdict(not result["rate_limited"])],
+        [
+            "makespan",
+            f"{result['makespan']:.0f} s ({result['makespan'] / bound:.1f}x the API's bound)",
+            "",
+            "",
+        ],
+        ["API requests per job", f"{result['requests'] / result['jobs']:.1f}", "", ""],
+        ["polls per job", f"{result['polls'] / result['jobs']:.1f}", "", ""],
+        [
+            "longest a task held a worker slot while its job ran",
+            f"{result['held_max']:.1f} s (real)",
+            f"hand-off only, < {HAND_OFF:g} s",
+            verdict(result["held_max"] < HAND_OFF),
+        ],
+        ["worker slot time while jobs ran / job time", f"{result['held_share']:.1%}", "", ""],
+        ["most tasks deferred at once", str(result["deferred_peak"]), "", ""],
+    ]
+    return "\n".join(
+        [
+            f"### airflow: the batch example DAG, {BATCH_PROMPTS} prompts",
+            "",
+            f"{BATCH_PROMPTS} grids and {4 * BATCH_PROMPTS} upscales on real Airflow services (LocalExecutor "
+            f"on SQLite, parallelism 4), deferrable; time scale {time_scale:.3g}, so jobs of "
+            f"{MIN_DURATION * time_scale:g} to {MAX_DURATION * time_scale:g} real seconds. The API's bound "
+            f"is two requests per job at the rate limit ({bound:.0f} s); Airflow's own pace (about 300 task "
+            "runs, four at a time) sets the makespan here. Task states sampled every 0.5 s.",
+            "",
+            table(rows),
+        ]
+    )
+
+
+# --- running it all -------------------------------------------------------------------------------------
+
+
+CHILDREN: dict[str, Callable[[argparse.Namespace], Awaitable[Figures]]] = {
+    "burst": lambda args: run_burst(args.variant, args.time_scale),
+    "single": lambda args: run_single(args.time_scale),
+    "scale": lambda args: run_scale(args.time_scale, args.triggers, args.seconds),
+    "airflow": lambda args: run_airflow(args.time_scale),
+}
+
+
+def measure(folder: Path, scenario: str, **options: Any) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start one measurement in a process of its own: the process, and the file its figures go to."""
+    out = folder / ("-".join([scenario, *map(str, options.values())]) + ".json")
+    command = [sys.executable, __file__, "--child", scenario, "--out", str(out)]
+    for name, value in options.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    with (folder / "children.log").open("ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), out
+
+
+def collect(measurement: tuple[subprocess.Popen[bytes], Path]) -> Figures:
+    process, out = measurement
+    if process.wait() != 0 or not out.exists():
+        sys.exit("a measurement failed:\n" + (out.parent / "children.log").read_text()[-3000:])
+    return json.loads(out.read_text())
+
+
+def machine() -> str:
+    from importlib.metadata import version
+
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPUs ({platform.machine()}), load average {load} at the start, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GB; Python {platform.python_version()}, "
+        f"apache-airflow {version('apache-airflow')}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "scenarios", nargs="*", help="burst, single, scale, airflow (default: the first three)"
+    )
+    parser.add_argument(
+        "--time-scale", type=float, help="real seconds per API second (default: per scenario)"
+    )
+    parser.add_argument("--triggers", type=int, default=2000, help="scale: how many triggers wait")
+    parser.add_argument("--seconds", type=float, default=20.0, help="scale: how long they wait (real)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.out.write_text(json.dumps(asyncio.run(CHILDREN[args.child](args))))
+        return
+    if set(args.scenarios) - set(CHILDREN):
+        parser.error(f"scenarios are {', '.join(CHILDREN)}")
+
+    print(f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/waiting.py', *sys.argv[1:]])}`")
+    print(f"Machine: {machine()}; {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.")
+    print()
+    with tempfile.TemporaryDirectory(prefix="nextleg-benchmark-") as work:
+        folder = Path(work)
+        for scenario in args.scenarios or ["burst", "single", "scale"]:
+            if scenario == "burst":
+                scale = args.time_scale or 1 / 6
+                running = {v: measure(folder, "burst", variant=v, time_scale=scale) for v in "abc"}
+                print(report_burst({variant: collect(run) for variant, run in running.items()}, scale))
+            elif scenario == "single":
+                scale = args.time_scale or 1 / 6
+                print(report_single(collect(measure(folder, "single", time_scale=scale)), scale))
+            elif scenario == "scale":
+                scale = args.time_scale or 0.1
+                options = {"time_scale": scale, "triggers": args.triggers, "seconds": args.seconds}
+                print(report_scale(collect(measure(folder, "scale", **options)), scale))
+            else:
+                scale = args.time_scale or 0.1
+                print(report_airflow(collect(measure(folder, "airflow", time_scale=scale)), scale))
+            print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
