@@ -41,7 +41,7 @@ import logging
 import statistics
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,7 +155,7 @@ class PollScheduler:
     """
     The polls of one account in one event loop: one queue of polls within the account's rate limit.
 
-    Use :func:`watch_message`, which finds or creates the scheduler of the hook's account.
+    Use :func:`watch_message`, which finds or creates the scheduler of the connection's account.
 
     :param limiter: the account's process-wide rate limiter, whose slots the polls take.
     :param durations: what is known of the account's job durations.
@@ -208,12 +208,12 @@ class PollScheduler:
                 self._close()
 
     def _close(self) -> None:
-        """The last watcher left: stop the task and the polls in flight, and leave the registry."""
+        """The last watcher left: stop the task and the polls in flight, and leave the loop's registry."""
         for task in (self._task, *self._polls):
             if task is not None:
                 task.cancel()
         self._task = None
-        schedulers = _schedulers.get(asyncio.get_running_loop(), {})
+        schedulers = _shared().schedulers
         if schedulers.get(self.limiter) is self:
             del schedulers[self.limiter]
 
@@ -309,10 +309,30 @@ class PollScheduler:
         watch.next_poll = last + gap
 
 
+class _Shared:
+    """What the waits in one event loop share: each connection, read once, and a scheduler per account."""
+
+    def __init__(self) -> None:
+        self.connections: dict[str, asyncio.Task[NextLegHook]] = {}  # by connection id, while in use
+        self.users: Counter[str] = Counter()  # watchers by connection id
+        self.schedulers: dict[RateLimiter, PollScheduler] = {}
+
+
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shared] = weakref.WeakKeyDictionary()
 _durations: weakref.WeakKeyDictionary[RateLimiter, Durations] = weakref.WeakKeyDictionary()
-_schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[RateLimiter, PollScheduler]] = (
-    weakref.WeakKeyDictionary()
-)
+
+
+def _shared() -> _Shared:
+    loop = asyncio.get_running_loop()
+    shared = _loops.get(loop)
+    if shared is None:
+        shared = _loops[loop] = _Shared()
+    return shared
+
+
+def schedulers() -> list[PollScheduler]:
+    """The running event loop's schedulers: one per account that has waits in it."""
+    return list(_shared().schedulers.values())
 
 
 def scheduler_for(limiter: RateLimiter) -> PollScheduler:
@@ -323,7 +343,7 @@ def scheduler_for(limiter: RateLimiter) -> PollScheduler:
 
     :param limiter: the account's rate limiter (:meth:`NextLegHook.arate_limiter`).
     """
-    schedulers = _schedulers.setdefault(asyncio.get_running_loop(), {})
+    schedulers = _shared().schedulers
     scheduler = schedulers.get(limiter)
     if scheduler is None:
         durations = _durations.setdefault(limiter, Durations())
@@ -331,23 +351,44 @@ def scheduler_for(limiter: RateLimiter) -> PollScheduler:
     return scheduler
 
 
+async def _connected(conn_id: str) -> NextLegHook:
+    """A hook of the connection, which it has read."""
+    hook = NextLegHook(conn_id)
+    await hook.arate_limiter()
+    return hook
+
+
 @contextlib.asynccontextmanager
 async def watch_message(
-    hook: NextLegHook, message_id: str, *, expire_mins: int | None = None, min_interval: float = 0.0
+    conn_id: str, message_id: str, *, expire_mins: int | None = None, min_interval: float = 0.0
 ) -> AsyncIterator[Updates]:
     """
-    Wait on a message through its account's scheduler: ``async with watch_message(hook, id) as updates:``.
+    Wait on a message through its account's scheduler: ``async with watch_message(conn_id, id) as updates:``.
 
     Every poll's answer (``await updates.next(timeout)``) reaches every watcher of the message; leaving
-    the block, however it is left, stops the watch.
+    the block, however it is left, stops the watch. The waits of one connection in the loop read it once,
+    when the first of them starts: a changed connection applies to the waits that start after the last
+    wait of the old one has ended (a trigger reads its connection once, too).
 
-    :param hook: the hook of the message's connection; its account chooses the scheduler.
+    :param conn_id: the nextleg connection of the message.
     :param message_id: the job's message id.
     :param expire_mins: the ``expireMins`` of each poll; ``None`` takes the connection's.
     :param min_interval: the least time between two polls of this message.
     """
-    scheduler = scheduler_for(await hook.arate_limiter())
-    async with scheduler.watch(
-        hook, message_id, expire_mins=expire_mins, min_interval=min_interval
-    ) as updates:
-        yield updates
+    shared = _shared()
+    shared.users[conn_id] += 1
+    try:
+        reading = shared.connections.get(conn_id)
+        if reading is None:
+            reading = shared.connections[conn_id] = asyncio.create_task(_connected(conn_id))
+        hook = await asyncio.shield(reading)  # a watcher cancelled meanwhile leaves it to the others
+        scheduler = scheduler_for(await hook.arate_limiter())
+        async with scheduler.watch(
+            hook, message_id, expire_mins=expire_mins, min_interval=min_interval
+        ) as updates:
+            yield updates
+    finally:
+        shared.users[conn_id] -= 1
+        if not shared.users[conn_id]:
+            del shared.users[conn_id]
+            shared.connections.pop(conn_id).cancel()

@@ -88,14 +88,16 @@ class NextLegMessageTrigger(BaseTrigger):
 
     async def _wait(self) -> dict[str, Any]:
         """The event's payload; the message's watch is over (cancelled or not) before it is returned."""
-        hook = NextLegHook(self.nextleg_conn_id)
         seen: tuple[MessageStatus, int | None] | None = None
         # The first answer is awaited even past the deadline, so that a trigger resumed late still
         # reports a job that finished meanwhile; after it, the time left applies.
         timeout: float | None = None
         try:
             async with watch_message(
-                hook, self.message_id, expire_mins=self.expire_mins, min_interval=self.poll_interval
+                self.nextleg_conn_id,
+                self.message_id,
+                expire_mins=self.expire_mins,
+                min_interval=self.poll_interval,
             ) as updates:
                 while True:
                     try:

@@ -50,12 +50,8 @@ async def event_of(trigger: NextLegMessageTrigger) -> dict[str, Any]:
     raise AssertionError("no event")
 
 
-def schedulers() -> dict[Any, polling.PollScheduler]:
-    return polling._schedulers.get(asyncio.get_running_loop(), {})
-
-
 def watched() -> int:
-    return sum(scheduler.watched for scheduler in schedulers().values())
+    return sum(scheduler.watched for scheduler in polling.schedulers())
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -78,13 +74,13 @@ class TestWatchMessage:
     async def test_every_answer_reaches_the_watcher_in_order(self, nextleg_emulator: EmulatorServer):
         message_id = submit()
         seen = []
-        async with polling.watch_message(NextLegHook(), message_id) as updates:
+        async with polling.watch_message("nextleg_default", message_id) as updates:
             while not seen or not seen[-1].status.is_terminal:
                 seen.append(await updates.next(timeout=20))
         assert seen[-1].status.value == "done"
         progress = [message.progress for message in seen[:-1]]
         assert progress == sorted(progress)  # never backwards
-        assert schedulers() == {}  # the scheduler left with its only watcher
+        assert polling.schedulers() == []  # the scheduler left with its only watcher
 
 
 class TestOrder:
@@ -178,7 +174,7 @@ class TestLeaving:
         message_ids = [submit(f"a long job {number}") for number in range(3)]
         waits = [asyncio.create_task(event_of(trigger(message_id))) for message_id in message_ids]
         await until(lambda: watched() == 3, "three watched messages")
-        [scheduler] = schedulers().values()
+        [scheduler] = polling.schedulers()
 
         waits[0].cancel()  # a trigger cancelled, or moved to another triggerer
         await asyncio.gather(waits[0], return_exceptions=True)
@@ -187,7 +183,7 @@ class TestLeaving:
         for wait in waits[1:]:
             wait.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
-        assert schedulers() == {}
+        assert polling.schedulers() == []
         await until(lambda: asyncio.all_tasks() == {asyncio.current_task()}, "the scheduler's tasks to end")
 
     async def test_two_triggers_of_one_message_share_its_polls_and_both_get_the_event(
@@ -215,7 +211,7 @@ class TestLeaving:
 
         wait.cancel()  # the triggerer stops: its schedulers and their hints are gone
         await asyncio.gather(wait, return_exceptions=True)
-        assert schedulers() == {}
+        assert polling.schedulers() == []
 
         event = await event_of(rebuild(original))  # a triggerer starts it again from its kwargs
         assert event["status"] == "done"
@@ -258,7 +254,7 @@ class TestSharing:
         await until(lambda: len({poll.message_id for poll in polls}) == 20, "a poll of every job")
 
         assert watched() == 20
-        assert len(schedulers()) == 1
+        assert len(polling.schedulers()) == 1
         assert connections() - before <= 1  # the loop's one client, on one keep-alive connection
         for wait in waits:
             wait.cancel()
