@@ -3,9 +3,10 @@
 NextLeg allows one request every 3 seconds per account, so waiting on many jobs comes down to choosing
 which job each request polls. Every wait on a job of one account in one event loop (the triggers of a
 triggerer process; the non-deferrable wait of a worker, in a loop of its own) registers its message with
-that account's :class:`PollScheduler` through :func:`watch_message`. The scheduler's one task takes the
-account's rate-limiter slots, the same slots every other request of the process takes, and spends each
-on the watched job most likely to have finished:
+that account's :class:`PollScheduler` through :func:`watch_message`; the waits of one connection share
+one reading of it and one HTTP client. The scheduler's one task takes the account's rate-limiter slots,
+the same slots every other request of the host takes, and spends each on the watched job most likely to
+have finished:
 
 * A job's finish is estimated from its own progress: when each progress value was first seen, and how
   long the jobs seen from start to finish took (their median, once :data:`LEARN_AFTER` have been seen;
@@ -19,18 +20,19 @@ on the watched job most likely to have finished:
   job is polled as often as its watchers' ``min_interval`` and the budget allow.
 * A job past its latest plausible finish drops back in the order by as much as it is late, and is polled
   less often, so a stuck job never starves the others.
-* A 429 pushes the account's limiter back by its ``Retry-After`` (the hook does it), which slows every
-  poller and every submission of the account in the process at once; a job whose poll failed is asked
-  again after a growing pause, and its watchers hear of the failure.
+* A 429 holds the account's limiter for its ``Retry-After`` (the hook does it), which stops every
+  poller and every submission of the account at once; a job whose poll failed is asked again after a
+  growing pause, and its watchers hear of the failure.
 
 A scheduler holds hints, never an outcome: what decides a wait is the API's answer, which every watcher of
 the message receives. A triggerer that restarts loses the hints, and its triggers simply register again.
 A watcher that leaves (its trigger finished, cancelled or moved to another triggerer) is forgotten at
 once; the scheduler and its task end with the last watcher.
 
-Several processes of one account (workers and a triggerer, or two triggerers) each have their own
-limiter and scheduler: see :mod:`airflow_provider_nextleg.ratelimit` for what keeps them within the
-account's limit together.
+The workers that submit jobs and the triggerer that polls them are different processes: they keep
+within the account's limit together through the limiter, which the processes of a host share (see
+:mod:`airflow_provider_nextleg.ratelimit`, also for processes on several hosts). Two triggerers that run
+the same trigger (HA) each poll its message.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class Updates:
         self._inbox: asyncio.Queue[Message | Exception] = asyncio.Queue()
 
     def put(self, answer: Message | Exception) -> None:
+        """Hand over a poll's answer (the scheduler's side)."""
         self._inbox.put_nowait(answer)
 
     async def next(self, timeout: float | None = None) -> Message:
