@@ -399,8 +399,9 @@ async def run_scale(time_scale: float, triggers: int, seconds: float) -> Figures
         }
 
 
-async def run_airflow(time_scale: float) -> Figures:
-    """The batch example DAG on real Airflow services, deferrable, against the emulator."""
+async def run_airflow(time_scale: float, pool: int) -> Figures:
+    """The batch example DAG on real Airflow services, deferrable, against the emulator; with ``pool``,
+    the default pool has that many slots and counts deferred tasks, which bounds the jobs in flight."""
     sys.path.insert(0, str(HERE.parent / "tests"))
     from e2e.test_real_services import AirflowServices
 
@@ -411,6 +412,12 @@ async def run_airflow(time_scale: float) -> Figures:
         services = AirflowServices(Path(home), use_emulator(admin, time_scale))
         services.env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"  # only the run triggered here
         with services:
+            if pool:
+                services.api.patch(
+                    "/api/v2/pools/default_pool",
+                    params={"update_mask": ["slots", "include_deferred"]},
+                    json={"slots": pool, "include_deferred": True},
+                ).raise_for_status()
             admin.reset()
             started = time.time()
             response = services.api.post(
@@ -599,8 +606,9 @@ def report_scale(result: Figures, time_scale: float) -> str:
     )
 
 
-def report_airflow(result: Figures, time_scale: float) -> str:
+def report_airflow(result: Figures, time_scale: float, pool: int) -> str:
     bound = 2 * result["jobs"] * WINDOW
+    pooled = f", the default pool sized to {pool} slots counting deferred tasks" if pool else ""
     rows = [
         ["", "figure", "target", ""],
         [
@@ -632,7 +640,7 @@ def report_airflow(result: Figures, time_scale: float) -> str:
             f"### airflow: the batch example DAG, {BATCH_PROMPTS} prompts",
             "",
             f"{BATCH_PROMPTS} grids and {4 * BATCH_PROMPTS} upscales on real Airflow services (LocalExecutor "
-            f"on SQLite, parallelism 4), deferrable; time scale {time_scale:.3g}, so jobs of "
+            f"on SQLite, parallelism 4), deferrable{pooled}; time scale {time_scale:.3g}, so jobs of "
             f"{MIN_DURATION * time_scale:g} to {MAX_DURATION * time_scale:g} real seconds. The API's bound "
             f"is two requests per job at the rate limit ({bound:.0f} s); Airflow's own pace (about 300 task "
             "runs, four at a time) sets the makespan here. Task states sampled every 0.5 s.",
@@ -649,7 +657,7 @@ CHILDREN: dict[str, Callable[[argparse.Namespace], Awaitable[Figures]]] = {
     "burst": lambda args: run_burst(args.variant, args.time_scale),
     "single": lambda args: run_single(args.time_scale),
     "scale": lambda args: run_scale(args.time_scale, args.triggers, args.seconds),
-    "airflow": lambda args: run_airflow(args.time_scale),
+    "airflow": lambda args: run_airflow(args.time_scale, args.pool),
 }
 
 
@@ -693,6 +701,9 @@ def main() -> None:
     )
     parser.add_argument("--triggers", type=int, default=2000, help="scale: how many triggers wait")
     parser.add_argument("--seconds", type=float, default=20.0, help="scale: how long they wait (real)")
+    parser.add_argument(
+        "--pool", type=int, default=0, help="airflow: slots of the default pool, deferred tasks counted"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -722,7 +733,8 @@ def main() -> None:
                 print(report_scale(collect(measure(folder, "scale", **options)), scale))
             else:
                 scale = args.time_scale or 0.1
-                print(report_airflow(collect(measure(folder, "airflow", time_scale=scale)), scale))
+                result = collect(measure(folder, "airflow", time_scale=scale, pool=args.pool))
+                print(report_airflow(result, scale, args.pool))
             print(flush=True)
 
 
