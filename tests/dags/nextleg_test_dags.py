@@ -66,6 +66,7 @@ for deferrable in (True, False):
             deferrable=deferrable,
             poke_interval=0.05,
             timeout=2,
+            expire_mins=60,  # a stalled job stays unfinished (36 s at the tests' time scale), not incomplete
         )
         MessageSensor(
             task_id="wait_soft",
@@ -74,4 +75,5 @@ for deferrable in (True, False):
             poke_interval=0.05,
             timeout=2,
             soft_fail=True,
+            expire_mins=60,
         )
