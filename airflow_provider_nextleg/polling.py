@@ -250,6 +250,7 @@ class PollScheduler:
         task.add_done_callback(self._polls.discard)
 
     async def _poll(self, watch: _Watch) -> None:
+        """Poll a job once: what comes back goes to its watchers, and into the job's estimate."""
         sent = time.monotonic()
         answer: Message | Exception
         try:
@@ -299,16 +300,16 @@ class PollScheduler:
         assert watch.last_poll is not None
         last = watch.last_poll
         typical = self.durations.typical
-        duration = (typical or PRIOR_SECONDS) * time_left(watch.progress)
-        if watch.progress:  # its clock: when it reached its current progress
+        remaining = (typical or PRIOR_SECONDS) * time_left(watch.progress)  # from `start` on
+        if watch.progress:  # the job's clock: when it reached its current progress
             start_lo, start = watch.reached[0], sum(watch.reached) / 2
         else:  # not started when last seen, as far as a poll can tell
             start_lo = start = last
-        overdue = last - (start + 1.5 * duration)
-        watch.expected = last + overdue if overdue > 0 else start + duration
+        overdue = last - (start + 1.5 * remaining)
+        watch.expected = last + overdue if overdue > 0 else start + remaining
         gap = watch.min_interval
-        if typical is not None:
-            gap = max(gap, (start_lo + duration / 2 - last) / 2, overdue / 4)
+        if typical is not None:  # halfway to the earliest plausible finish; rarer the more overdue
+            gap = max(gap, (start_lo + remaining / 2 - last) / 2, overdue / 4)
         watch.next_poll = last + gap
 
 
