@@ -409,9 +409,7 @@ async def run_airflow(time_scale: float, pool: int) -> Figures:
         f"batch prompt {n}: a lighthouse on a cliff at dawn, oil painting" for n in range(BATCH_PROMPTS)
     ]
     with emulator(time_scale, *job_flags(queue=200)) as admin, tempfile.TemporaryDirectory() as home:
-        services = AirflowServices(Path(home), use_emulator(admin, time_scale))
-        services.env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"  # only the run triggered here
-        with services:
+        with AirflowServices(Path(home), use_emulator(admin, time_scale)) as services:
             if pool:
                 services.api.patch(
                     "/api/v2/pools/default_pool",

@@ -52,6 +52,10 @@ STATE_KEY = "nextleg_job"
 """The task state store key holding ``{"message_id", "request"}`` of the job this task instance submitted."""
 
 SEED_BUTTON = "✉️"
+QUICK_BUTTONS = frozenset({SEED_BUTTON, "❤️ Favorite"})
+"""Buttons whose job answers within seconds, drawing nothing."""
+QUICK_JOB_WORKER_WAIT = 15.0
+"""Seconds a deferrable operator waits on the worker for a quick job (describe, ✉️, ❤️) before deferring."""
 """The button that returns a finished job's seed; NextLeg accepts it on any finished image result."""
 
 
@@ -111,6 +115,12 @@ class NextLegJobOperator(BaseOperator):
         ``{"message_id": ...}`` as soon as it is submitted.
     :param deferrable: wait in the triggerer, holding no worker slot; the default comes from
         ``[operators] default_deferrable``. Otherwise the worker runs the same wait itself.
+    :param worker_wait: deferrable only: how long to wait on the worker before deferring (``timedelta``
+        or seconds). A job that ends by then returns without the round trip through the triggerer,
+        which costs more than a job that answers in seconds, and which Airflow's scheduler can get
+        wrong when the trigger fires within seconds of the deferral (it may fail the resumed task, see
+        the README). ``None``: :data:`QUICK_JOB_WORKER_WAIT` for jobs with a quick text answer
+        (describe, ``✉️``, ``❤️ Favorite``), 0 for jobs that draw images (30 to 75 s).
     :param poll_interval: seconds between two polls of the job; ``None`` polls as often as the
         connection's rate limit allows (``rate_limit_interval``, one request every 3 s by default), which
         the hook's limiter enforces anyway.
@@ -134,6 +144,7 @@ class NextLegJobOperator(BaseOperator):
         webhook_override: str | None = None,
         wait_for_completion: bool = True,
         deferrable: bool | None = None,
+        worker_wait: timedelta | float | None = None,
         poll_interval: float | None = None,
         wait_timeout: timedelta | float | None = timedelta(hours=1),
         expire_mins: int | None = None,
@@ -145,6 +156,7 @@ class NextLegJobOperator(BaseOperator):
         self.webhook_override = webhook_override
         self.wait_for_completion = wait_for_completion
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.worker_wait = as_seconds(worker_wait)
         self.poll_interval = poll_interval
         self.wait_timeout = as_seconds(wait_timeout)
         self.expire_mins = expire_mins
@@ -169,6 +181,10 @@ class NextLegJobOperator(BaseOperator):
         :param ref: the ``ref`` to send.
         """
         raise NotImplementedError
+
+    def answers_quickly(self) -> bool:
+        """Whether the job gives a text answer within seconds, rather than drawing for a minute."""
+        return False
 
     # --- the job's life ----------------------------------------------------------------------------
 
@@ -263,11 +279,24 @@ class NextLegJobOperator(BaseOperator):
         )
 
     def _wait(self, context: Context, message_id: str) -> dict[str, Any]:
-        if self.deferrable:
-            self.log.info("Waiting for NextLeg job %s in the triggerer.", message_id)
-            self.defer(trigger=self._trigger(message_id), method_name="execute_complete")
-        self.log.info("Waiting for NextLeg job %s on this worker.", message_id)
-        return self.execute_complete(context, asyncio.run(wait_in_process(self._trigger(message_id))))
+        trigger = self._trigger(message_id)
+        if not self.deferrable:
+            self.log.info("Waiting for NextLeg job %s on this worker.", message_id)
+            return self.execute_complete(context, asyncio.run(wait_in_process(trigger)))
+        worker_wait = self.worker_wait
+        if worker_wait is None:
+            worker_wait = QUICK_JOB_WORKER_WAIT if self.answers_quickly() else 0.0
+        if worker_wait > 0:
+            self.log.info(
+                "Waiting up to %g s for NextLeg job %s on this worker, then in the triggerer.",
+                worker_wait,
+                message_id,
+            )
+            event = asyncio.run(wait_in_process(trigger, within=worker_wait))
+            if event is not None:
+                return self.execute_complete(context, event)
+        self.log.info("Waiting for NextLeg job %s in the triggerer.", message_id)
+        self.defer(trigger=trigger, method_name="execute_complete")
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Turn the wait's event into the task's result, or its error (terminal codes are not retried)."""
@@ -400,6 +429,10 @@ class ButtonOperator(NextLegJobOperator):
             "ar": self.ar,
         }
 
+    def answers_quickly(self) -> bool:
+        """``✉️`` and ``❤️ Favorite`` answer at once; the other buttons draw."""
+        return self.button in QUICK_BUTTONS
+
     def submit(self, ref: str) -> SubmitResult:
         """Press the button."""
         return self.hook.button(
@@ -434,6 +467,10 @@ class DescribeOperator(NextLegJobOperator):
     def request_fingerprint(self) -> dict[str, Any]:
         """The image URL."""
         return {"url": self.url}
+
+    def answers_quickly(self) -> bool:
+        """A describe answers with text, in seconds."""
+        return True
 
     def submit(self, ref: str) -> SubmitResult:
         """Start the describe job."""

@@ -19,7 +19,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import NextLegWaitError
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
-from airflow_provider_nextleg.models import MessageStatus
+from airflow_provider_nextleg.models import Message, MessageStatus
 from airflow_provider_nextleg.triggers.nextleg import (
     TIMEOUT,
     TRANSIENT_ERRORS,
@@ -78,12 +78,21 @@ class MessageSensor(BaseSensorOperator):
         return NextLegHook(self.nextleg_conn_id)
 
     def execute(self, context: Context) -> Any:
-        """Check the arguments, then poke on the worker or defer to the triggerer."""
+        """
+        Check the arguments, then poke on the worker, or look once and defer to the triggerer.
+
+        A job that has already ended needs no trigger; and a trigger that fires within seconds of the
+        deferral is what Airflow's scheduler can get wrong (see the README).
+        """
         self.message_id = validation.check_message_id(self.message_id)
         if self.expire_mins is not None:
             validation.check_expire_mins(self.expire_mins)
         if not self.deferrable:
             return super().execute(context)
+        message = self._poll()
+        if message is not None and message.status.is_terminal:
+            return self.execute_complete(context, finished_event(message))
+        self.log.info("Waiting for NextLeg job %s in the triggerer.", self.message_id)
         self.defer(
             trigger=NextLegMessageTrigger(
                 message_id=self.message_id,
@@ -95,12 +104,18 @@ class MessageSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
 
-    def poke(self, context: Context) -> PokeReturnValue | bool:
-        """One poll: done returns the result, a failure raises, anything else waits on."""
+    def _poll(self) -> Message | None:
+        """The message as the API has it now; ``None`` when the poll failed for a passing reason."""
         try:
-            message = self.hook.get_message(self.message_id, expire_mins=self.expire_mins)
+            return self.hook.get_message(self.message_id, expire_mins=self.expire_mins)
         except TRANSIENT_ERRORS as exc:
             self.log.warning("NextLeg job %s: could not poll (%s); waiting on.", self.message_id, exc)
+            return None
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        """One poll: done returns the result, a failure raises, anything else waits on."""
+        message = self._poll()
+        if message is None:
             return False
         if not message.status.is_terminal:
             if message.status is MessageStatus.QUEUED:

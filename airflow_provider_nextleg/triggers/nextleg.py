@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, overload
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -82,7 +82,7 @@ class NextLegMessageTrigger(BaseTrigger):
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         """Wait until the job ends or the deadline passes; yield exactly one event."""
         yield TriggerEvent(await self._wait())
 
@@ -181,18 +181,32 @@ def read_event(event: dict[str, Any]) -> Message:
     return message
 
 
-async def wait_in_process(trigger: NextLegMessageTrigger) -> dict[str, Any]:
+@overload
+async def wait_in_process(trigger: NextLegMessageTrigger, within: None = None) -> dict[str, Any]: ...
+@overload
+async def wait_in_process(trigger: NextLegMessageTrigger, within: float) -> dict[str, Any] | None: ...
+async def wait_in_process(
+    trigger: NextLegMessageTrigger, within: float | None = None
+) -> dict[str, Any] | None:
     """
-    Run a trigger to its event in the current process (the non-deferrable wait of a worker).
+    Run a trigger to its event in the current process (the waits of a worker).
 
     Waiting on a worker thus follows exactly the rules of waiting in the triggerer. The shared async
     clients of this event loop are closed afterwards.
 
     :param trigger: the trigger to run.
+    :param within: the most seconds to wait; without it, the wait lasts until the event. ``None`` is
+        returned when no event came in time: the same trigger can then be deferred (its deadline is an
+        absolute time, so the wait so far counts).
     """
+    events = trigger.run()
     try:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise RuntimeError("the NextLeg trigger ended without an event")
+        event = await asyncio.wait_for(anext(events), within)
+    except asyncio.TimeoutError:
+        return None
+    except StopAsyncIteration:
+        raise RuntimeError("the NextLeg trigger ended without an event") from None
     finally:
+        await events.aclose()
         await NextLegHook.aclose_clients()
+    return dict(event.payload)

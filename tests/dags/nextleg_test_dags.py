@@ -9,7 +9,13 @@ from datetime import timedelta
 
 from airflow.sdk import DAG
 
-from airflow_provider_nextleg.operators.nextleg import MESSAGE_ID_XCOM_KEY, ButtonOperator, ImagineOperator
+from airflow_provider_nextleg.operators.nextleg import (
+    MESSAGE_ID_XCOM_KEY,
+    SEED_BUTTON,
+    ButtonOperator,
+    DescribeOperator,
+    ImagineOperator,
+)
 from airflow_provider_nextleg.sensors.nextleg import MessageSensor
 
 with DAG(dag_id="nextleg_test_chain_on_worker", schedule=None, default_args={"deferrable": False}):
@@ -23,6 +29,14 @@ with DAG(dag_id="nextleg_test_submit_then_sense", schedule=None):
     MessageSensor(
         task_id="wait", message_id=submitted.output[MESSAGE_ID_XCOM_KEY], deferrable=True, poke_interval=0.05
     )
+
+with DAG(dag_id="nextleg_test_quick_answers", schedule=None, default_args={"deferrable": True}):
+    # Quick answers are waited for on the worker; the grid outlasts its short worker wait and defers; the
+    # sensor finds the grid done at its first look.
+    grid = ImagineOperator(task_id="imagine", prompt="a kite in the wind", worker_wait=0.05)
+    ButtonOperator(task_id="seed", message=grid.output, button=SEED_BUTTON)
+    DescribeOperator(task_id="describe", url="https://example.com/kite.png")
+    MessageSensor(task_id="sense", message_id=grid.output[MESSAGE_ID_XCOM_KEY], poke_interval=0.05)
 
 with DAG(dag_id="nextleg_test_resume", schedule=None):
     # The first try gives up waiting after 0.3 s; the retry must find the job it submitted.

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +65,7 @@ class AirflowServices:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs a test triggers, no @daily ones
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
@@ -141,17 +141,17 @@ class AirflowServices:
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorServer]:
-    # Jobs of 3 to 7.5 s: long enough to kill the triggerer while one waits.
-    with EmulatorServer(EmulatorSettings(time_scale=0.1, rate_limit=False)) as server:
+    # Jobs of 7.5 to 19 s: long enough to kill the triggerer while one waits, and longer than the few
+    # seconds in which Airflow's scheduler can fail a task resumed from deferral (see the README).
+    with EmulatorServer(EmulatorSettings(time_scale=0.25, rate_limit=False)) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def services(emulator: EmulatorServer) -> Iterator[AirflowServices]:
-    with (
-        tempfile.TemporaryDirectory(prefix="nextleg-services-") as home,
-        AirflowServices(Path(home), emulator.airflow_connection_json()) as running,
-    ):
+def services(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServices]:
+    # pytest keeps the latest homes (with every service's log) for a look after a failure.
+    home = tmp_path_factory.mktemp("airflow-services")
+    with AirflowServices(home, emulator.airflow_connection_json()) as running:
         yield running
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -127,6 +128,20 @@ class TestExampleDags:
 
 
 class TestOperators:
+    def test_quick_answers_are_waited_for_on_the_worker(self, dags, nextleg_emulator: EmulatorServer, capsys):
+        dag_run, tis = run(dags["nextleg_test_quick_answers"])
+        logs = "".join(capsys.readouterr())
+        assert dag_run.state == DagRunState.SUCCESS
+        grid, seed, described = (xcom(tis[task]) for task in ("imagine", "seed", "describe"))
+        assert xcom(tis["sense"]) == grid
+        assert seed["seed"]
+        assert len(described["content"]) == 4
+        for quick in (seed, described):
+            assert f"Waiting up to 15 s for NextLeg job {quick['message_id']} on this worker" in logs
+        assert f"Waiting up to 0.05 s for NextLeg job {grid['message_id']} on this worker" in logs
+        # Only the grid went to the triggerer: once, after its worker wait.
+        assert re.findall(r"Waiting for NextLeg job (\w+) in the triggerer", logs) == [grid["message_id"]]
+
     def test_waiting_on_the_worker_follows_the_same_rules(self, dags, nextleg_emulator: EmulatorServer):
         dag_run, tis = run(dags["nextleg_test_chain_on_worker"])
         assert dag_run.state == DagRunState.SUCCESS

@@ -110,7 +110,10 @@ class TestOrder:
         self, nextleg_emulator: EmulatorServer, pace: Any, polls: list[Poll]
     ):
         nextleg_emulator.set_faults(FaultSettings(forced_codes={"stuck": "STALL"}))
-        nextleg_emulator.configure(concurrency=6, rate_limit=True, rate_limit_window=5.0)
+        # Jobs of 3 s: long enough to see the stuck job polled again while the others run.
+        nextleg_emulator.configure(
+            concurrency=6, min_duration=300.0, max_duration=300.0, rate_limit=True, rate_limit_window=5.0
+        )
         pace(0.05)
         limiter = await NextLegHook().arate_limiter()
         for _ in range(polling.LEARN_AFTER):  # durations known: the stuck job is soon overdue
