@@ -25,6 +25,7 @@ from airflow_provider_nextleg.triggers.nextleg import (
     TRANSIENT_ERRORS,
     NextLegMessageTrigger,
     finished_event,
+    log_progress,
     read_event,
 )
 
@@ -71,6 +72,7 @@ class MessageSensor(BaseSensorOperator):
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = deferrable
         self.expire_mins = expire_mins
+        self._seen: tuple[MessageStatus, int | None] | None = None  # what the last poke logged
 
     @cached_property
     def hook(self) -> NextLegHook:
@@ -113,15 +115,15 @@ class MessageSensor(BaseSensorOperator):
             return None
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        """One poll: done returns the result, a failure raises, anything else waits on."""
+        """One poll: done returns the result, a failure raises, anything else waits on (logged when the
+        job's progress changed, not at every poke)."""
         message = self._poll()
         if message is None:
             return False
         if not message.status.is_terminal:
-            if message.status is MessageStatus.QUEUED:
-                self.log.info("NextLeg job %s is queued.", self.message_id)
-            else:
-                self.log.info("NextLeg job %s is %s%% done.", self.message_id, message.progress)
+            if self._seen != (message.status, message.progress):
+                self._seen = (message.status, message.progress)
+                log_progress(self.log, message)
             return False
         return PokeReturnValue(is_done=True, xcom_value=read_event(finished_event(message)).to_xcom())
 

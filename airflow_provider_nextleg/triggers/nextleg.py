@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -115,23 +115,12 @@ class NextLegMessageTrigger(BaseTrigger):
                         return finished_event(message)
                     if seen != (message.status, message.progress):
                         seen = (message.status, message.progress)
-                        self._log_progress(message)
+                        log_progress(self.log, message)
         except Exception as exc:  # the event carries it to the task, which fails with this text
             return self._stopped(ERROR, str(exc), terminal=isinstance(exc, AirflowFailException))
 
     def _time_left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.time())
-
-    def _log_progress(self, message: Message) -> None:
-        if message.status is MessageStatus.QUEUED:
-            self.log.info("NextLeg job %s is queued at Midjourney (progress 0).", self.message_id)
-        else:
-            self.log.info(
-                "NextLeg job %s is %s%% done; preview: %s",
-                self.message_id,
-                message.progress,
-                message.progress_image_url or "none yet",
-            )
 
     def _timeout_text(self) -> str:
         return (
@@ -147,6 +136,25 @@ class NextLegMessageTrigger(BaseTrigger):
             "error": error,
             "terminal": terminal,
         }
+
+
+class _Log(Protocol):
+    """What :func:`log_progress` needs of a logger: a trigger's, a task's (their types vary by version)."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
+
+
+def log_progress(log: _Log, message: Message) -> None:
+    """Say how far a running job is: queued, or its progress with the link to its preview image."""
+    if message.status is MessageStatus.QUEUED:
+        log.info("NextLeg job %s is queued at Midjourney (progress 0).", message.message_id)
+    else:
+        log.info(
+            "NextLeg job %s is %s%% done; preview: %s",
+            message.message_id,
+            message.progress,
+            message.progress_image_url or "none yet",
+        )
 
 
 def finished_event(message: Message) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -225,6 +226,17 @@ class TestMessageSensor:
         assert dag_run.state == DagRunState.SUCCESS
         assert xcom(tis["wait"])["message_id"] == message_id
         assert xcom(tis["wait"])["buttons"][0] == "U1"
+
+    def test_poking_logs_progress_when_it_changes(self, dags, nextleg_emulator: EmulatorServer, capsys):
+        nextleg_emulator.configure(min_duration=100.0, max_duration=100.0)  # 1 s, within the 2 s timeout
+        message_id = NextLegHook().imagine("a tin robot").message_id
+        dag_run, _tis = run(dags["nextleg_test_sensor_poking"], message_id=message_id)
+        logs = "".join(capsys.readouterr())
+        assert dag_run.state == DagRunState.SUCCESS
+        steps = re.findall(rf"NextLeg job {message_id} is (\d+)% done; preview: \S+/cdn/", logs)
+        assert steps, "progress was never logged"
+        assert max(Counter(steps).values()) <= 2  # once per step and sensor (the DAG has two)
+        assert nextleg_emulator.counters()["requests"]["GET /v2/message"] > len(steps) + 4
 
     @pytest.mark.parametrize("mode", ["deferred", "poking"])
     def test_timeout_fails_or_skips_with_soft_fail(self, dags, nextleg_emulator: EmulatorServer, mode: str):
