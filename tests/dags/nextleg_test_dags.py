@@ -30,6 +30,16 @@ with DAG(dag_id="nextleg_test_submit_then_sense", schedule=None):
         task_id="wait", message_id=submitted.output[MESSAGE_ID_XCOM_KEY], deferrable=True, poke_interval=0.05
     )
 
+with DAG(dag_id="nextleg_test_submit_then_poke", schedule=None):
+    submitted = ImagineOperator(task_id="imagine", prompt="a tin robot", wait_for_completion=False)
+    MessageSensor(
+        task_id="wait",
+        message_id=submitted.output[MESSAGE_ID_XCOM_KEY],
+        deferrable=False,
+        poke_interval=0.05,
+        timeout=60,
+    )
+
 with DAG(dag_id="nextleg_test_quick_answers", schedule=None, default_args={"deferrable": True}):
     # Quick answers are waited for on the worker; the grid outlasts its short worker wait and defers; the
     # sensor finds the grid done at its first look.
