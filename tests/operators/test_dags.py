@@ -129,6 +129,7 @@ class TestExampleDags:
 
 class TestOperators:
     def test_quick_answers_are_waited_for_on_the_worker(self, dags, nextleg_emulator: EmulatorServer, capsys):
+        nextleg_emulator.configure(min_duration=300.0, max_duration=300.0)  # the grid outlasts its 0.05 s
         dag_run, tis = run(dags["nextleg_test_quick_answers"])
         logs = "".join(capsys.readouterr())
         assert dag_run.state == DagRunState.SUCCESS
