@@ -48,25 +48,15 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_nextleg.exceptions import (
-    NextLegConnectionError,
-    NextLegMalformedResponseError,
-    NextLegRateLimitError,
-    NextLegServerError,
-)
-from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.exceptions import NextLegMalformedResponseError
+from airflow_provider_nextleg.hooks.nextleg import RETRYABLE_ERRORS, NextLegHook
 from airflow_provider_nextleg.models import Message, MessageStatus
 from airflow_provider_nextleg.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (
-    NextLegRateLimitError,
-    NextLegServerError,
-    NextLegConnectionError,
-    NextLegMalformedResponseError,
-)
-"""Errors that say nothing about the job: the wait goes on."""
+TRANSIENT_ERRORS = (*RETRYABLE_ERRORS, NextLegMalformedResponseError)
+"""Errors that say nothing about the job: the wait goes on (a garbled answer too, unlike for the hook)."""
 
 PRIOR_SECONDS = 50.0
 """A typical job's duration before any was seen (a fast Midjourney job takes 30 to 75 s): orders polls."""

@@ -311,7 +311,8 @@ _PROBE_CALL: _Call[Message] = _message_call(_PROBE_MESSAGE_ID, DEFAULT_EXPIRE_MI
 
 # Answers that may succeed when asked again. Submissions never reach here with a 5xx or an ambiguous
 # transport failure: those raise NextLegSubmissionUncertainError, which is not retried.
-_RETRYABLE = (NextLegRateLimitError, NextLegServerError, NextLegConnectionError)
+RETRYABLE_ERRORS = (NextLegRateLimitError, NextLegServerError, NextLegConnectionError)
+"""Errors the hook retries (a GET freely; a submission only where surely nothing was processed)."""
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -482,7 +483,7 @@ class NextLegHook(BaseHook):
         return {
             "stop": stop_after_attempt(self.max_attempts),
             "wait": backoff + wait_random(0, self.retry_wait),  # jitter spreads callers that failed together
-            "retry": retry_if_exception_type(_RETRYABLE),
+            "retry": retry_if_exception_type(RETRYABLE_ERRORS),
             "before_sleep": self._log_retry,
             "retry_error_callback": _give_up,
         }

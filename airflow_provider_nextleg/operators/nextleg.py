@@ -52,11 +52,11 @@ STATE_KEY = "nextleg_job"
 """The task state store key holding ``{"message_id", "request"}`` of the job this task instance submitted."""
 
 SEED_BUTTON = "✉️"
+"""The button that returns a finished job's seed; NextLeg accepts it on any finished image result."""
 QUICK_BUTTONS = frozenset({SEED_BUTTON, "❤️ Favorite"})
 """Buttons whose job answers within seconds, drawing nothing."""
 QUICK_JOB_WORKER_WAIT = 15.0
 """Seconds a deferrable operator waits on the worker for a quick job (describe, ✉️, ❤️) before deferring."""
-"""The button that returns a finished job's seed; NextLeg accepts it on any finished image result."""
 
 
 def _default_deferrable() -> bool:

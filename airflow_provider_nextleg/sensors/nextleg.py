@@ -19,11 +19,12 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import NextLegWaitError
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
-from airflow_provider_nextleg.models import Message, MessageStatus
+from airflow_provider_nextleg.models import Message
 from airflow_provider_nextleg.triggers.nextleg import (
     TIMEOUT,
     TRANSIENT_ERRORS,
     NextLegMessageTrigger,
+    Progress,
     finished_event,
     log_progress,
     read_event,
@@ -72,7 +73,7 @@ class MessageSensor(BaseSensorOperator):
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = deferrable
         self.expire_mins = expire_mins
-        self._seen: tuple[MessageStatus, int | None] | None = None  # what the last poke logged
+        self._shown: Progress | None = None  # what the last poke logged
 
     @cached_property
     def hook(self) -> NextLegHook:
@@ -121,26 +122,24 @@ class MessageSensor(BaseSensorOperator):
         if message is None:
             return False
         if not message.status.is_terminal:
-            if self._seen != (message.status, message.progress):
-                self._seen = (message.status, message.progress)
-                log_progress(self.log, message)
+            self._shown = log_progress(self.log, message, self._shown)
             return False
-        return PokeReturnValue(is_done=True, xcom_value=read_event(finished_event(message)).to_xcom())
+        result = self.execute_complete(context, finished_event(message))  # a failure raises (or skips)
+        return PokeReturnValue(is_done=True, xcom_value=result)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """
-        The trigger's event: the result, or the job's failure, or a sensor timeout.
+        The wait's event (the trigger's, or a poll's on the worker): the result, or the job's failure, or
+        a sensor timeout.
 
-        As with every Airflow sensor, ``soft_fail=True`` turns any of these failures into a skip.
+        As with every Airflow sensor, ``soft_fail=True`` turns any of these failures into a skip (Airflow
+        does it itself only for some exceptions, and 3.1 not for deferred sensors).
         """
         try:
-            try:
-                return read_event(event).to_xcom()
-            except NextLegWaitError as exc:
-                if event.get("status") == TIMEOUT:
-                    raise AirflowSensorTimeout(str(exc)) from exc
-                raise
+            return read_event(event).to_xcom()
         except AirflowException as exc:
-            if self.soft_fail:  # Airflow 3.3 does this itself for deferred sensors; 3.1 does not
+            if self.soft_fail:
                 raise AirflowSkipException(f"Skipping as soft_fail is set: {exc}") from exc
+            if isinstance(exc, NextLegWaitError) and event.get("status") == TIMEOUT:
+                raise AirflowSensorTimeout(str(exc)) from exc
             raise

@@ -88,7 +88,7 @@ class NextLegMessageTrigger(BaseTrigger):
 
     async def _wait(self) -> dict[str, Any]:
         """The event's payload; the message's watch is over (cancelled or not) before it is returned."""
-        seen: tuple[MessageStatus, int | None] | None = None
+        shown: Progress | None = None
         # The first answer is awaited even past the deadline, so that a trigger resumed late still
         # reports a job that finished meanwhile; after it, the time left applies.
         timeout: float | None = None
@@ -113,9 +113,7 @@ class NextLegMessageTrigger(BaseTrigger):
                         timeout = self._time_left()
                     if message.status.is_terminal:
                         return finished_event(message)
-                    if seen != (message.status, message.progress):
-                        seen = (message.status, message.progress)
-                        log_progress(self.log, message)
+                    shown = log_progress(self.log, message, shown)
         except Exception as exc:  # the event carries it to the task, which fails with this text
             return self._stopped(ERROR, str(exc), terminal=isinstance(exc, AirflowFailException))
 
@@ -144,8 +142,20 @@ class _Log(Protocol):
     def info(self, msg: Any, /, *args: Any) -> Any: ...
 
 
-def log_progress(log: _Log, message: Message) -> None:
-    """Say how far a running job is: queued, or its progress with the link to its preview image."""
+Progress = tuple[MessageStatus, int | None]
+
+
+def log_progress(log: _Log, message: Message, shown: Progress | None) -> Progress:
+    """
+    Say how far a running job is (queued, or its progress with the link to its preview image), when
+    that changed since the last time: a line per step, not per poll.
+
+    :param shown: what the last call returned (``None`` at first).
+    :return: what the job shows now, for the next call.
+    """
+    now = (message.status, message.progress)
+    if now == shown:
+        return now
     if message.status is MessageStatus.QUEUED:
         log.info("NextLeg job %s is queued at Midjourney (progress 0).", message.message_id)
     else:
@@ -155,6 +165,7 @@ def log_progress(log: _Log, message: Message) -> None:
             message.progress,
             message.progress_image_url or "none yet",
         )
+    return now
 
 
 def finished_event(message: Message) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from packaging.version import Version
 
 from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.operators.nextleg import QUICK_JOB_WORKER_WAIT
 
 AIRFLOW_VERSION = Version(__import__("airflow").__version__)
 AIRFLOW_HAS_TASK_STATE = Version("3.3.0") <= AIRFLOW_VERSION
@@ -138,7 +139,8 @@ class TestOperators:
         assert seed["seed"]
         assert len(described["content"]) == 4
         for quick in (seed, described):
-            assert f"Waiting up to 15 s for NextLeg job {quick['message_id']} on this worker" in logs
+            wait = f"{QUICK_JOB_WORKER_WAIT:g} s"
+            assert f"Waiting up to {wait} for NextLeg job {quick['message_id']} on this worker" in logs
         assert f"Waiting up to 0.05 s for NextLeg job {grid['message_id']} on this worker" in logs
         # Only the grid went to the triggerer: once, after its worker wait.
         assert re.findall(r"Waiting for NextLeg job (\w+) in the triggerer", logs) == [grid["message_id"]]
@@ -209,11 +211,14 @@ class TestOperators:
 
 
 class TestMessageSensor:
-    def test_waits_for_a_job_submitted_without_waiting(self, dags, nextleg_emulator: EmulatorServer):
+    def test_waits_for_a_job_submitted_without_waiting(self, dags, nextleg_emulator: EmulatorServer, capsys):
+        # A 3 s job: still running when the sensor looks, so it defers.
+        nextleg_emulator.configure(min_duration=300.0, max_duration=300.0)
         dag = dags["nextleg_test_submit_then_sense"]
         dag_run, tis = run(dag)
         assert dag_run.state == DagRunState.SUCCESS
         message_id = xcom(tis["imagine"])["message_id"]
+        assert f"Waiting for NextLeg job {message_id} in the triggerer." in "".join(capsys.readouterr())
         assert xcom(tis["wait"])["message_id"] == message_id
         assert len(xcom(tis["wait"])["image_urls"]) == 4
         run(dag)  # a second run (or a clear) is a new job, even on Airflow 3.3's task state store
@@ -247,11 +252,13 @@ class TestMessageSensor:
         assert tis["wait"].state == TaskInstanceState.FAILED
         assert tis["wait_soft"].state == TaskInstanceState.SKIPPED
 
+    @pytest.mark.parametrize("mode", ["deferred", "poking"])
+    @pytest.mark.parametrize("code", ["BANNED_PROMPT", "FAILED_TO_PROCESS_YOUR_COMMAND"])  # terminal, retried
     def test_failed_job_fails_the_sensor_or_skips_with_soft_fail(
-        self, dags, nextleg_emulator: EmulatorServer
+        self, dags, nextleg_emulator: EmulatorServer, mode: str, code: str
     ):
-        nextleg_emulator.set_faults(FaultSettings(forced_codes={"sunflower": "BANNED_PROMPT"}))
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"sunflower": code}))
         message_id = NextLegHook().imagine("a sunflower", ignore_prefilter=True).message_id
-        _dag_run, tis = run(dags["nextleg_test_sensor_deferred"], message_id=message_id)
+        _dag_run, tis = run(dags[f"nextleg_test_sensor_{mode}"], message_id=message_id)
         assert tis["wait"].state == TaskInstanceState.FAILED
         assert tis["wait_soft"].state == TaskInstanceState.SKIPPED
