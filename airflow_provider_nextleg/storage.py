@@ -664,6 +664,8 @@ def _contact_sheet_step(number: int, manifest: Manifest, page: ObjectStoragePath
 
 def _link(page: ObjectStoragePath, target: ObjectStoragePath) -> str:
     """A link from ``page`` to ``target``: relative within one store, else ``target``'s full URI."""
-    same_store = page.samestore(target) and page.bucket == target.bucket
+    # samestore compares protocols as written: a bare local path ('') and a file:// URI are one store.
+    local = (page.protocol or "file") == (target.protocol or "file") == "file"
+    same_store = (local or page.samestore(target)) and page.bucket == target.bucket
     href = quote(posixpath.relpath(target.path, page.parent.path)) if same_store else str(target)
     return html.escape(href, quote=True)

@@ -57,12 +57,8 @@ with DAG(
 
     saved = [
         SaveImagesOperator(task_id="save_grid", result=imagine.output, destination=DESTINATION).output,
-        SaveImagesOperator(
-            task_id="save_variation", result=variation.output, destination=DESTINATION, button="V1"
-        ).output,
-        SaveImagesOperator(
-            task_id="save_upscale", result=upscale.output, destination=DESTINATION, button="U1"
-        ).output,
+        SaveImagesOperator(task_id="save_variation", result=variation.output, destination=DESTINATION).output,
+        SaveImagesOperator(task_id="save_upscale", result=upscale.output, destination=DESTINATION).output,
     ]
 
     @task

@@ -15,7 +15,6 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -135,7 +134,7 @@ class EmulatorState:
                 "method": request.method,
                 "payload": payload,
                 "ref": payload.get("ref"),
-                "time": iso(datetime.now(timezone.utc)),
+                "time": iso(self.clock.wall(self.clock.now())),
                 "status": status,
                 "messageId": outcome.id if isinstance(outcome, Job) else None,
                 "error": None if isinstance(outcome, Job) else outcome,

@@ -109,7 +109,8 @@ class NextLegJobOperator(BaseOperator):
     :param nextleg_conn_id: the nextleg connection.
     :param ref: your own reference for the job. NextLeg echoes ``ref`` in the result and the webhook;
         this operator sends a JSON object naming the task instance that submitted (dag, run, task, map
-        index, try) with your ``ref`` under ``"ref"``, so every job can be traced back to its task.
+        index, try; a button press names its ``button`` too) with your ``ref`` under ``"ref"``, so every
+        job can be traced back to its task.
     :param webhook_override: a URL that receives the result instead of the account's webhook.
     :param wait_for_completion: wait for the job and return its result (the default); otherwise return
         ``{"message_id": ...}`` as soon as it is submitted.
@@ -185,6 +186,10 @@ class NextLegJobOperator(BaseOperator):
     def answers_quickly(self) -> bool:
         """Whether the job gives a text answer within seconds, rather than drawing for a minute."""
         return False
+
+    def ref_details(self) -> dict[str, Any]:
+        """What the job's ``ref`` says of the request, beside the task instance that submitted it."""
+        return {}
 
     # --- the job's life ----------------------------------------------------------------------------
 
@@ -264,7 +269,7 @@ class NextLegJobOperator(BaseOperator):
             store.delete(STATE_KEY)
 
     def _job_ref(self, context: Context) -> str:
-        ref = task_instance_identity(context)
+        ref = {**task_instance_identity(context), **self.ref_details()}
         if self.ref is not None:
             ref["ref"] = self.ref
         return json.dumps(ref, separators=(",", ":"))
@@ -432,6 +437,10 @@ class ButtonOperator(NextLegJobOperator):
     def answers_quickly(self) -> bool:
         """``✉️`` and ``❤️ Favorite`` answer at once; the other buttons draw."""
         return self.button in QUICK_BUTTONS
+
+    def ref_details(self) -> dict[str, Any]:
+        """The button: the result's manifest (:class:`SaveImagesOperator`) says which one made it."""
+        return {"button": self.button}
 
     def submit(self, ref: str) -> SubmitResult:
         """Press the button."""

@@ -16,6 +16,7 @@ from packaging.version import Version
 from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.operators.nextleg import QUICK_JOB_WORKER_WAIT
+from airflow_provider_nextleg.storage import Manifest
 
 AIRFLOW_VERSION = Version(__import__("airflow").__version__)
 AIRFLOW_HAS_TASK_STATE = Version("3.3.0") <= AIRFLOW_VERSION
@@ -88,7 +89,11 @@ class TestExampleDags:
         refs = [json.loads(entry["ref"]) for entry in ledger]
         assert [ref["task_id"] for ref in refs] == ["imagine", "variation", "upscale"]
         assert all(ref["run_id"] == dag_run.run_id and ref["try_number"] == 1 for ref in refs)
+        assert [ref.get("button") for ref in refs] == [None, "V1", "U1"]
         assert not nextleg_emulator.duplicate_submissions()
+        # The manifests name the button from the ref: the DAG does not repeat it to SaveImagesOperator.
+        for task, button in (("save_grid", None), ("save_variation", "V1"), ("save_upscale", "U1")):
+            assert Manifest.load(xcom(tis[task])["manifest"]).button == button
 
     def test_daily_batch_maps_prompts_and_upscales_all_four(self, dags, nextleg_emulator: EmulatorServer):
         nextleg_emulator.configure(concurrency=12, queue_length=30)

@@ -386,6 +386,15 @@ class TestContactSheet:
             assert (local(page).parent / source).resolve().is_file(), source
         assert sources[-1].startswith("../elsewhere/")
 
+    def test_links_stay_relative_from_a_page_given_as_a_bare_path(
+        self, grid: dict[str, Any], destination: ObjectStoragePath, hook: NextLegHook
+    ):
+        manifest = save(grid, destination / "run", hook)  # file:// paths
+        page = write_contact_sheet([manifest], ObjectStoragePath(str(local(destination / "run"))))
+        sources = re.findall(r"<img src='([^']+)'", local(page).read_text())
+        assert sources
+        assert not any(source.startswith(("/", "file:")) for source in sources), sources
+
     def test_writes_to_a_named_page(self, grid: dict[str, Any], destination: ObjectStoragePath, hook):
         manifest = save(grid, destination, hook)
         page = write_contact_sheet([manifest], destination / "sheets" / "fox.html", title="Fox")
