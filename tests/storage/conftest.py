@@ -156,18 +156,23 @@ def hook(emu: EmulatorServer) -> Iterator[NextLegHook]:
     hook.close()
 
 
+def wait_for_result(hook: NextLegHook, submitted: SubmitResult) -> dict[str, Any]:
+    """Wait for a submitted job; return its result as a job operator would (``to_xcom()``)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        message = hook.get_message(submitted.message_id)
+        if message.status.is_terminal:
+            return message.to_xcom()
+        time.sleep(0.02)
+    raise AssertionError(f"job {submitted.message_id} did not finish")
+
+
 @pytest.fixture
 def finish(hook: NextLegHook) -> Callable[[SubmitResult], dict[str, Any]]:
-    """Wait for a submitted job; return its result as a job operator would (``to_xcom()``)."""
+    """:func:`wait_for_result` with this test's hook."""
 
     def wait(submitted: SubmitResult) -> dict[str, Any]:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            message = hook.get_message(submitted.message_id)
-            if message.status.is_terminal:
-                return message.to_xcom()
-            time.sleep(0.02)
-        raise AssertionError(f"job {submitted.message_id} did not finish")
+        return wait_for_result(hook, submitted)
 
     return wait
 

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import re
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from airflow_provider_nextleg.exceptions import (
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.storage import Manifest, save_job_images, write_contact_sheet
 
-from .conftest import Answer, ImageHost, done_result, job_ref, png
+from .conftest import Answer, ImageHost, done_result, job_ref, png, wait_for_result
 
 Finish = Callable[..., dict[str, Any]]
 
@@ -200,14 +199,13 @@ class TestImageHostSafety:
         with EmulatorServer(settings) as emu:
             monkeypatch.setenv("AIRFLOW_CONN_NEXTLEG_DEFAULT", emu.airflow_connection_json())
             hook = NextLegHook(retry_wait=0.01)
-            job = hook.imagine("a red fox in the snow").message_id
-            while (message := hook.get_message(job)).status.value != "done":
-                time.sleep(0.02)
+            finished = wait_for_result(hook, hook.imagine("a red fox in the snow"))
+            job = finished["message_id"]
             # The image host serves the grid and answers 403 for the tiles, which then come through the
             # emulator's POST /getImage (it reads only the URL's /cdn/<job>/<name> path).
             grid = image_host.serve(f"/cdn/{job}/grid.png", Answer(png(colour="red")))
             tiles = [image_host.serve(f"/cdn/{job}/0_{index}.png", Answer(b"", 403)) for index in range(4)]
-            result = message.to_xcom() | {"image_url": grid, "image_urls": tiles}
+            result = finished | {"image_url": grid, "image_urls": tiles}
 
             manifest = save(result, destination, hook)
 
