@@ -5,9 +5,14 @@ Every error derives from :class:`NextLegError` (an ``AirflowException``). Errors
 also derive from ``AirflowFailException``, so Airflow fails the task at once instead of spending its
 retries on them. Each message names the endpoint, the HTTP status, the message id where there is one,
 a short excerpt of the response body, and what to do next; the API token never appears in any of them.
+An error met in the triggerer reaches the task whole, of the same class and with the same message
+(:func:`error_to_payload`, :func:`error_from_payload`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 try:
     from airflow.sdk.exceptions import AirflowException, AirflowFailException  # type: ignore[attr-defined]
@@ -44,9 +49,13 @@ class NextLegError(AirflowException):
     :param message_id: the NextLeg message id concerned, if any.
     :param body: an excerpt of the response body (see :func:`body_excerpt`).
     :param advice: what to do about it; defaults to the class's :attr:`advice`.
+    :param retry_after: the seconds the answer asked to wait before asking again (its ``Retry-After``).
     """
 
     advice = "See the message above."
+    payload_fields: ClassVar[tuple[str, ...]] = ()
+    """The attributes, beyond the common ones, that this class's constructor takes: they cross the
+    trigger boundary too (see :func:`error_to_payload`)."""
 
     def __init__(
         self,
@@ -57,8 +66,10 @@ class NextLegError(AirflowException):
         message_id: str | None = None,
         body: str | None = None,
         advice: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.problem = problem
+        self.retry_after = retry_after
         self.endpoint = endpoint
         self.status = status
         self.message_id = message_id
@@ -83,10 +94,10 @@ class NextLegError(AirflowException):
         facts.append(f"message {self.message_id}" if self.message_id else None)
         where = "NextLeg " + (self.endpoint or "provider")
         known = ", ".join(fact for fact in facts if fact)
-        text = f"{where}{f' ({known})' if known else ''}: {self.problem}."
+        text = f"{where}{f' ({known})' if known else ''}: {self.problem.rstrip('.')}."
         if self.body:
             text += f" Response body: {self.body!r}."
-        return f"{text} {self.advice}"
+        return f"{text} {self.advice}".rstrip()
 
 
 class NextLegInputError(NextLegError, AirflowFailException, ValueError):
@@ -158,6 +169,8 @@ class NextLegSubmissionUncertainError(NextLegError):
     :param ref: the ``ref`` sent with the request, if any.
     """
 
+    payload_fields = ("ref",)
+
     def __init__(self, problem: str, *, ref: str | None = None, **kwargs) -> None:
         self.ref = ref
         find = (
@@ -194,6 +207,8 @@ class NextLegJobFailedError(NextLegError):
     :param code: the error code from the message's content.
     :param retryable: whether submitting the same request again may succeed.
     """
+
+    payload_fields = ("code", "retryable")
 
     def __init__(self, problem: str, *, code: str | None, retryable: bool, **kwargs) -> None:
         self.code = code
@@ -241,8 +256,9 @@ def job_failure(message: Message, *, endpoint: str | None = None) -> NextLegJobF
 
 class NextLegWaitError(NextLegError):
     """
-    Waiting for a job ended without its result: the deadline passed, or polling met an error that no
-    patience mends (a refused token, an unknown message id).
+    Waiting for a job ended without its result, for a reason of the wait's own: its deadline passed
+    (:class:`NextLegWaitTimeoutError`), or the triggerer met an error of a class this provider does not
+    know (see :func:`error_from_payload`).
 
     After a deadline the job itself may still finish: the API has no cancel. A task retry resumes the
     same job where Airflow keeps task state (3.3 and later).
@@ -250,18 +266,69 @@ class NextLegWaitError(NextLegError):
 
     advice = ""
 
-    @classmethod
-    def from_event(cls, event: dict) -> NextLegWaitError:
-        """
-        The error a trigger's ``timeout`` or ``error`` event stands for; terminal when it says so.
-
-        :param event: the event's payload (``error``, ``message_id``, ``terminal``).
-        """
-        error_class = NextLegWaitTerminalError if event.get("terminal") else NextLegWaitError
-        return error_class(
-            str(event.get("error") or "the wait ended without a result"), message_id=event.get("message_id")
-        )
-
 
 class NextLegWaitTerminalError(NextLegWaitError, AirflowFailException):
-    """A wait that ended on an error no retry can mend (e.g. the token was refused)."""
+    """A wait that ended on an error of an unknown class that no retry can mend."""
+
+
+class NextLegWaitTimeoutError(NextLegWaitError):
+    """The wait's deadline passed before the job ended (a sensor turns it into its own timeout)."""
+
+    advice = "The job itself may still finish (the API has no cancel); a task retry resumes waiting for it."
+
+
+_COMMON_FIELDS = ("problem", "endpoint", "status", "message_id", "body")
+
+
+def _error_classes() -> dict[str, type[NextLegError]]:
+    """Every class of :class:`NextLegError`'s hierarchy, by name."""
+    found: dict[str, type[NextLegError]] = {}
+    pending: list[type[NextLegError]] = [NextLegError]
+    while pending:
+        error_class = pending.pop()
+        found[error_class.__name__] = error_class
+        pending.extend(error_class.__subclasses__())
+    return found
+
+
+def error_to_payload(error: BaseException, *, message_id: str | None = None) -> dict[str, Any]:
+    """
+    A small JSON-safe description of an error, to carry it whole from the triggerer to the task, where
+    :func:`error_from_payload` rebuilds it: its class's name, its attributes (problem, endpoint, status,
+    message id, body excerpt, the class's own :attr:`~NextLegError.payload_fields`), its advice where it
+    is not the class's, and whether it is terminal.
+
+    :param error: the error; one from outside this hierarchy keeps its class name, text and terminality.
+    :param message_id: the message waited for, when the error does not name one.
+    """
+    terminal = isinstance(error, AirflowFailException)
+    if not isinstance(error, NextLegError):
+        return {
+            "class": type(error).__name__,
+            "problem": str(error),
+            "message_id": message_id,
+            "terminal": terminal,
+        }
+    payload = {name: getattr(error, name) for name in (*_COMMON_FIELDS, *error.payload_fields)}
+    payload.update({"class": type(error).__name__, "terminal": terminal})
+    payload["message_id"] = error.message_id or message_id
+    if "advice" in vars(error):
+        payload["advice"] = error.advice
+    return payload
+
+
+def error_from_payload(payload: Mapping[str, Any]) -> NextLegError:
+    """
+    The error :func:`error_to_payload` described, of the same class and with the same message.
+
+    A class this provider does not know (one from outside the hierarchy, or from a newer version) comes
+    back as a :class:`NextLegWaitError`, terminal (:class:`NextLegWaitTerminalError`) when it was.
+
+    :param payload: the description.
+    """
+    error_class = _error_classes().get(str(payload.get("class")))
+    if error_class is None:
+        error_class = NextLegWaitTerminalError if payload.get("terminal") else NextLegWaitError
+    names = (*_COMMON_FIELDS[1:], "advice", *error_class.payload_fields)
+    fields = {name: payload[name] for name in names if name in payload}
+    return error_class(str(payload.get("problem") or "the wait ended without a result"), **fields)

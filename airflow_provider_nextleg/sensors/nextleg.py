@@ -17,11 +17,10 @@ from airflow.providers.common.compat.sdk import (
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_nextleg import validation
-from airflow_provider_nextleg.exceptions import NextLegWaitError
+from airflow_provider_nextleg.exceptions import NextLegWaitTimeoutError
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.models import Message
 from airflow_provider_nextleg.triggers.nextleg import (
-    TIMEOUT,
     TRANSIENT_ERRORS,
     NextLegMessageTrigger,
     Progress,
@@ -140,6 +139,6 @@ class MessageSensor(BaseSensorOperator):
         except AirflowException as exc:
             if self.soft_fail:
                 raise AirflowSkipException(f"Skipping as soft_fail is set: {exc}") from exc
-            if isinstance(exc, NextLegWaitError) and event.get("status") == TIMEOUT:
+            if isinstance(exc, NextLegWaitTimeoutError):
                 raise AirflowSensorTimeout(str(exc)) from exc
             raise

@@ -18,9 +18,10 @@ from typing import Any, Protocol, overload
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_nextleg.exceptions import (
-    AirflowFailException,
     NextLegError,
-    NextLegWaitError,
+    NextLegWaitTimeoutError,
+    error_from_payload,
+    error_to_payload,
     job_failure,
 )
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
@@ -38,7 +39,8 @@ class NextLegMessageTrigger(BaseTrigger):
 
     The event's payload: ``status`` (``done``, ``failed``, ``incomplete``, ``timeout`` or ``error``),
     ``message_id``, ``message`` (the result, :meth:`Message.to_xcom`, for a final state) and ``error``
-    (a text, for ``timeout`` and ``error``; ``terminal`` tells whether a retry can help).
+    (for ``timeout`` and ``error``: the error, whole, from
+    :func:`~airflow_provider_nextleg.exceptions.error_to_payload`).
     429s, 5xx answers, dropped connections and garbled answers delay the wait without ending it; a
     refused token or an unknown message ends it.
 
@@ -103,7 +105,10 @@ class NextLegMessageTrigger(BaseTrigger):
                     try:
                         message = await updates.next(timeout)
                     except asyncio.TimeoutError:
-                        return self._stopped(TIMEOUT, self._timeout_text(), terminal=False)
+                        deadline = NextLegWaitTimeoutError(
+                            "the job had not finished by the deadline", message_id=self.message_id
+                        )
+                        return self._stopped(TIMEOUT, deadline)
                     except TRANSIENT_ERRORS as exc:
                         self.log.warning(
                             "NextLeg job %s: could not poll (%s); waiting on.", self.message_id, exc
@@ -114,25 +119,18 @@ class NextLegMessageTrigger(BaseTrigger):
                     if message.status.is_terminal:
                         return finished_event(message)
                     shown = log_progress(self.log, message, shown)
-        except Exception as exc:  # the event carries it to the task, which fails with this text
-            return self._stopped(ERROR, str(exc), terminal=isinstance(exc, AirflowFailException))
+        except Exception as exc:  # the event carries it to the task, which raises it again
+            return self._stopped(ERROR, exc)
 
     def _time_left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.time())
 
-    def _timeout_text(self) -> str:
-        return (
-            f"NextLeg job {self.message_id} had not finished by the deadline; the job itself may still "
-            "finish (the API has no cancel). A task retry resumes waiting for the same job."
-        )
-
-    def _stopped(self, status: str, error: str, *, terminal: bool) -> dict[str, Any]:
+    def _stopped(self, status: str, error: Exception) -> dict[str, Any]:
         return {
             "status": status,
             "message_id": self.message_id,
             "message": None,
-            "error": error,
-            "terminal": terminal,
+            "error": error_to_payload(error, message_id=self.message_id),
         }
 
 
@@ -175,7 +173,6 @@ def finished_event(message: Message) -> dict[str, Any]:
         "message_id": message.message_id,
         "message": message.to_xcom(),
         "error": None,
-        "terminal": not message.retryable,
     }
 
 
@@ -184,14 +181,15 @@ def read_event(event: dict[str, Any]) -> Message:
     The finished message an event reports, or the error it stands for, raised.
 
     A failed or incomplete job raises :func:`~airflow_provider_nextleg.exceptions.job_failure`'s error
-    (terminal codes fail the task without retries); ``timeout`` and ``error`` raise
-    :class:`~airflow_provider_nextleg.exceptions.NextLegWaitError`, terminal when no retry can help.
+    (terminal codes fail the task without retries); ``timeout`` raises
+    :class:`~airflow_provider_nextleg.exceptions.NextLegWaitTimeoutError`, and ``error`` the very error
+    the wait met, of the same class (a refused token, an unknown message id...).
 
     :param event: the payload of a :class:`NextLegMessageTrigger` event.
     """
     status = event.get("status") if isinstance(event, dict) else None
-    if status in (TIMEOUT, ERROR):
-        raise NextLegWaitError.from_event(event)
+    if status in (TIMEOUT, ERROR) and isinstance(event.get("error"), dict):
+        raise error_from_payload(event["error"])
     if status not in {member.value for member in MessageStatus} or not isinstance(event.get("message"), dict):
         raise NextLegError(f"the wait ended with an event this provider does not know: {event!r:.300}")
     message = Message.from_xcom(event["message"])

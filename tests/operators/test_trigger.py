@@ -13,11 +13,18 @@ import pytest
 from airflow_provider_nextleg.emulator import EmulatorServer, Fault, FaultSettings
 from airflow_provider_nextleg.exceptions import (
     AirflowFailException,
+    NextLegAuthenticationError,
+    NextLegError,
     NextLegJobFailedError,
     NextLegJobFailedTerminalError,
     NextLegJobIncompleteError,
+    NextLegNotFoundError,
+    NextLegSubmissionUncertainError,
     NextLegWaitError,
     NextLegWaitTerminalError,
+    NextLegWaitTimeoutError,
+    error_from_payload,
+    error_to_payload,
 )
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.models import MessageStatus
@@ -126,7 +133,6 @@ class TestRun:
         [event] = await events(NextLegMessageTrigger(message_id=message_id, poll_interval=POLL))
         assert event["status"] == "failed"
         assert event["message"]["error_code"] == code
-        assert event["terminal"] is terminal
         with pytest.raises(error_class) as raised:
             read_event(event)
         assert isinstance(raised.value, AirflowFailException) is terminal
@@ -164,8 +170,9 @@ class TestRun:
         [event] = await events(trigger)
         assert event["status"] == "timeout"
         assert 0.25 < time.monotonic() - started < 5
-        with pytest.raises(NextLegWaitError, match="deadline") as raised:
+        with pytest.raises(NextLegWaitTimeoutError, match="deadline") as raised:
             read_event(event)
+        assert raised.value.message_id == message_id
         assert not isinstance(raised.value, AirflowFailException)  # a retry resumes the same job
 
     async def test_resumed_trigger_keeps_its_deadline(self, nextleg_emulator: EmulatorServer):
@@ -191,15 +198,37 @@ class TestRun:
             NextLegMessageTrigger(message_id=message_id, nextleg_conn_id="nextleg_wrong", poll_interval=POLL)
         )
         assert event["status"] == "error"
-        assert event["terminal"] is True
+        assert event["error"]["terminal"] is True
         assert "not-the-token" not in json.dumps(event)
-        with pytest.raises(NextLegWaitTerminalError, match="401"):
+        with pytest.raises(NextLegAuthenticationError, match="401"):
             read_event(event)
+
+    async def test_a_401_while_polling_reaches_the_task_whole(self, nextleg_emulator: EmulatorServer):
+        message_id = submit()
+        nextleg_emulator.add_fault(Fault("/v2/message", "status", status=401))
+        [event] = await events(NextLegMessageTrigger(message_id=message_id, poll_interval=POLL))
+        assert event["status"] == "error"
+        assert json.loads(json.dumps(event)) == event  # what the triggerer can store
+        with pytest.raises(NextLegAuthenticationError) as raised:
+            read_event(event)
+        error = raised.value
+        assert isinstance(error, AirflowFailException)
+        assert (error.status, error.message_id) == (401, message_id)
+        assert str(error.endpoint).startswith("GET /v2/message")
+        text = str(error)
+        assert text.startswith(f"NextLeg {error.endpoint} (HTTP 401, message {message_id}): ")
+        assert "NextLeg provider" not in text  # one message, not one wrapped in another
+        assert text.count(str(error.endpoint)) == 1
+        assert ".." not in text
+        assert text == text.strip()
+        assert text.endswith(NextLegAuthenticationError.advice)
 
     async def test_unknown_message_is_an_error_event(self, nextleg_emulator: EmulatorServer):
         [event] = await events(NextLegMessageTrigger(message_id="noSuchMessage0000000", poll_interval=POLL))
         assert event["status"] == "error"
-        assert "404" in event["error"]
+        with pytest.raises(NextLegNotFoundError, match="404") as raised:
+            read_event(event)
+        assert (raised.value.status, raised.value.message_id) == (404, "noSuchMessage0000000")
 
     async def test_run_has_no_side_effects(self, nextleg_emulator: EmulatorServer):
         """Two runs of one trigger (HA triggerers) submit nothing and agree."""
@@ -208,3 +237,53 @@ class TestRun:
         first, second = await events(trigger), await events(trigger)
         assert first == second
         assert len(nextleg_emulator.ledger()) == 1
+
+
+class TestErrorPayload:
+    """Errors cross the trigger boundary whole: the same class, attributes and message."""
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            NextLegAuthenticationError(
+                "the API token was refused", endpoint="GET /v2/message/abc", status=401, message_id="abc"
+            ),
+            NextLegNotFoundError("no such message", endpoint="GET /v2/message/abc", status=404, body="{}"),
+            NextLegJobFailedTerminalError(
+                "the job failed with BANNED_PROMPT",
+                code="BANNED_PROMPT",
+                retryable=False,
+                advice="Reword it.",
+            ),
+            NextLegSubmissionUncertainError("the answer never came", ref="r1", endpoint="POST /v2/imagine"),
+            NextLegWaitTimeoutError("the job had not finished by the deadline", message_id="abc"),
+            NextLegError("something odd").after_attempts(3),
+        ],
+        ids=lambda error: type(error).__name__,
+    )
+    def test_round_trip_keeps_the_class_and_the_message(self, error: NextLegError):
+        payload = json.loads(json.dumps(error_to_payload(error)))
+        again = error_from_payload(payload)
+        assert type(again) is type(error)
+        assert str(again) == str(error)
+        assert vars(again) == vars(error)
+
+    def test_the_waited_message_is_named_when_the_error_does_not(self):
+        payload = error_to_payload(NextLegAuthenticationError("no token"), message_id="abc")
+        assert error_from_payload(payload).message_id == "abc"
+
+    @pytest.mark.parametrize(
+        ("error", "error_class"),
+        [(RuntimeError("boom."), NextLegWaitError), (AirflowFailException("no."), NextLegWaitTerminalError)],
+    )
+    def test_a_foreign_error_becomes_a_wait_error_keeping_its_terminality(
+        self, error: Exception, error_class: type
+    ):
+        again = error_from_payload(error_to_payload(error, message_id="abc"))
+        assert type(again) is error_class
+        assert str(again) == "NextLeg provider (message abc): boom." or str(again).endswith("no.")
+
+    def test_an_unknown_class_falls_back_to_a_wait_error(self):
+        again = error_from_payload({"class": "NextLegFutureError", "problem": "later", "terminal": True})
+        assert type(again) is NextLegWaitTerminalError
+        assert str(again) == "NextLeg provider: later."
