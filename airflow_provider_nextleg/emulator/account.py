@@ -1,28 +1,22 @@
-"""The emulated account: its jobs, its queue, its modes, and what every message looks like when polled.
+"""The emulated account: what each submission and button press turns into, and the account's modes.
 
-Nothing here runs on its own. A job's whole timeline (when it leaves the queue, when it finishes, how its
-progress steps fall) is fixed at submission from the simulated clock and a seeded random stream, and its
-state is read off that timeline when a client asks. Thousands of jobs therefore cost a dict entry each.
-The server owns an :class:`Account` and calls it from its event loop only, so it needs no locks.
+Nothing here runs on its own. Each submission becomes a :class:`~.jobs.Job` whose whole timeline is
+fixed at once from the simulated clock, the account's queue and a seeded random stream; how it looks
+when polled is the protocol's business (:mod:`.protocol`). The server owns an :class:`Account` and calls
+it from its event loop only, so it needs no locks.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-import re
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from airflow_provider_nextleg.emulator.clock import SimClock, iso
-from airflow_provider_nextleg.emulator.images import (
-    GRID_SIZE,
-    PROGRESS_SIZE,
-    QUADRANT_SIZE,
-    UPSCALE_SIZE,
-    ImageSpec,
-)
+from airflow_provider_nextleg.emulator.clock import SimClock
+from airflow_provider_nextleg.emulator.images import GRID_SIZE, UPSCALE_SIZE, ImageSpec
+from airflow_provider_nextleg.emulator.jobqueue import AccountQueue
+from airflow_provider_nextleg.emulator.jobs import Job, Origin
 from airflow_provider_nextleg.emulator.prompts import (
     describe_prompts,
     find_banned_word,
@@ -30,7 +24,8 @@ from airflow_provider_nextleg.emulator.prompts import (
     is_link,
     parse_flags,
 )
-from airflow_provider_nextleg.emulator.settings import EmulatorSettings
+from airflow_provider_nextleg.emulator.protocol import ApiError, CdnFile
+from airflow_provider_nextleg.emulator.settings import STALL, EmulatorSettings
 
 GRID_BUTTONS = ("U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4")
 UPSCALE_BUTTONS = (
@@ -109,66 +104,8 @@ _SLASH_REPLIES = {
 }
 
 
-class Refused(Exception):
-    """A request the service answers at once with ``400 {"success": false, "msg": ...}``."""
-
-
-class NotFound(Exception):
-    """A message id the account never issued (``404``)."""
-
-
-@dataclass(frozen=True)
-class Origin:
-    """What every submission carries besides its own fields.
-
-    :param ref: echoed in the result, any JSON value.
-    :param webhook: where the result is POSTed when the job finishes, if anywhere.
-    :param base_url: the base URL the client reached the emulator on; webhooks build image URLs from it.
-    """
-
-    ref: Any
-    webhook: str | None
-    base_url: str
-
-
-@dataclass
-class Job:
-    """One message of the account, with its timeline fixed at submission (simulated seconds).
-
-    ``steps`` is 0 for bot answers (errors, info, describe...), which show progress 0 until they appear.
-    """
-
-    id: str
-    type: str
-    prompt: str
-    content: Any
-    seed: str
-    origin: Origin
-    created: float
-    start: float
-    finish: float
-    steps: int = 0
-    error: str | None = None
-    stalled: bool = False
-    image: ImageSpec | None = None
-    buttons: tuple[str, ...] = ()
-    button_message_id: str | None = None
-    show_seed: bool = False
-    pressed: set[str] = field(default_factory=set)
-
-    def succeeded(self, now: float) -> bool:
-        return self.error is None and not self.stalled and now >= self.finish
-
-    def progress(self, now: float) -> int:
-        """The progress shown while running: 0, then steps like 31, 62, 93 or 31, 46, 62, 78, 93."""
-        if not self.steps:
-            return 0
-        phase = min(self.steps, int((now - self.start) / (self.finish - self.start) * (self.steps + 1)))
-        return 0 if phase == 0 else round(31 + 62 * (phase - 1) / (self.steps - 1))
-
-
 class Account:
-    """The account behind the API token: jobs, FIFO concurrency slots, job modes and usage."""
+    """The account behind the API token: its jobs, its queue, its modes and its pending webhooks."""
 
     def __init__(self, settings: EmulatorSettings, clock: SimClock) -> None:
         self.settings = settings
@@ -183,32 +120,27 @@ class Account:
         self._rng = random.Random(self.settings.seed)
         self.jobs: dict[str, Job] = {}
         self._by_button_id: dict[str, Job] = {}
-        self._slots: list[float] = []
-        self._waiting: deque[tuple[float, str]] = deque()
+        self.queue = AccountQueue(self.settings)
         self._webhooks: list[tuple[float, str]] = []
         self.modes = dict(_DEFAULT_MODES)
-        self._usage = {"Fast": [0, 0.0], "Relax": [0, 0.0]}
 
     # -- submissions ---------------------------------------------------------------------------------------
 
     def imagine(self, payload: dict[str, Any], base_url: str) -> Job:
         prompt = payload.get("msg")
         if not isinstance(prompt, str) or not prompt.strip():
-            raise Refused("msg is required")
+            raise ApiError(400, "msg is required")
         banned = find_banned_word(prompt, self.settings.banned_words)
         if banned and self.settings.prefilter and not _truthy(payload.get("ignorePrefilter")):
-            raise Refused(f"Invalid phrase: '{banned}'")
+            raise ApiError(400, f"Invalid phrase: '{banned}'")
         flags = parse_flags(prompt)
         error = "BANNED_PROMPT" if banned else "INVALID_PARAMETER" if flags.invalid else None
-        seed = flags.seed or self._new_seed()
-        image = ImageSpec("grid", prompt, seed, "imagine", GRID_SIZE)
-        return self._create(
+        return self._grid(
             self._origin(payload, base_url),
             "imagine",
             prompt,
-            seed,
-            image=image,
-            buttons=GRID_BUTTONS,
+            "imagine",
+            seed=flags.seed,
             error=error,
             mode=_MODE_FLAGS.get(flags.mode or ""),
         )
@@ -216,7 +148,7 @@ class Account:
     def button(self, payload: dict[str, Any], base_url: str) -> Job:
         button, handle = payload.get("button"), payload.get("buttonMessageId")
         if not isinstance(button, str) or not isinstance(handle, str) or not button or not handle:
-            raise Refused("button and buttonMessageId are required")
+            raise ApiError(400, "button and buttonMessageId are required")
         origin = self._origin(payload, base_url)
         parent = self._by_button_id.get(handle)
         # An unknown buttonMessageId is accepted and then fails with BUTTON_NOT_FOUND rather than answering
@@ -240,7 +172,7 @@ class Account:
     def describe(self, payload: dict[str, Any], base_url: str) -> Job:
         url = payload.get("url")
         if not url:
-            raise Refused("url is required")
+            raise ApiError(400, "url is required")
         origin = self._origin(payload, base_url)
         if not is_link(url):
             return self._fail(origin, "describe", "", "INVALID_LINK")
@@ -251,18 +183,16 @@ class Account:
     def blend(self, payload: dict[str, Any], base_url: str) -> Job:
         urls = payload.get("urls")
         if not isinstance(urls, list) or not 2 <= len(urls) <= 5:
-            raise Refused("urls must hold 2 to 5 image URLs")
+            raise ApiError(400, "urls must hold 2 to 5 image URLs")
         origin = self._origin(payload, base_url)
         prompt = " ".join(str(url) for url in urls)
         if not all(is_link(url) for url in urls):
             return self._fail(origin, "blend", prompt, "INVALID_LINK")
-        seed = self._new_seed()
-        image = ImageSpec("grid", prompt, seed, "blend", GRID_SIZE)
-        return self._create(origin, "blend", prompt, seed, image=image, buttons=GRID_BUTTONS)
+        return self._grid(origin, "blend", prompt, "blend")
 
     def info(self, payload: dict[str, Any], base_url: str) -> Job:
         return self._create(
-            self._origin(payload, base_url), "info", "", self._new_seed(), content=self._info()
+            self._origin(payload, base_url), "info", "", self._new_seed(), content=self._info_content()
         )
 
     def settings_message(self, payload: dict[str, Any], base_url: str) -> Job:
@@ -275,99 +205,30 @@ class Account:
     def slash_command(self, payload: dict[str, Any], base_url: str) -> Job:
         toggle = SLASH_COMMANDS.get(str(payload.get("cmd", "")))
         if toggle is None:
-            raise Refused(f"Unknown command, use one of: {', '.join(SLASH_COMMANDS)}")
+            raise ApiError(400, f"Unknown command, use one of: {', '.join(SLASH_COMMANDS)}")
         self._apply_toggle(toggle)
         origin = self._origin(payload, base_url)
         return self._create(origin, "slash-command", "", self._new_seed(), content=_SLASH_REPLIES[toggle])
 
     # -- reads -----------------------------------------------------------------------------------------------
 
-    def message(self, message_id: str, expire_mins: float | None, base_url: str) -> dict[str, Any]:
-        """What ``GET /v2/message/<id>`` answers right now.
-
-        A job waiting for a concurrency slot answers ``{"progress": 0, "progressImageUrl": null,
-        "response": {"content": "JOB_QUEUED", "originatingMessageId": <id>}}``: our reading of the
-        service's "reported as JOB_QUEUED", shaped so that a client looking only at ``progress`` keeps
-        waiting. A running job answers ``{"progress": 31, "progressImageUrl": <url>}`` (progress 0 and a
-        null URL before its first step), a finished one ``{"progress": 100, "response": {...}}``, and one
-        with no result ``expireMins`` after its submission ``{"progress": "incomplete"}``, even if it
-        finishes later.
-        """
-        job = self._job(message_id)
-        now = self.clock.now()
-        deadline = job.created + 60 * (self.settings.expire_mins if expire_mins is None else expire_mins)
-        if now >= deadline and (job.stalled or job.finish > deadline):
-            return {"progress": "incomplete"}
-        if now >= job.finish and not job.stalled:
-            return {"progress": 100, "response": self.result(job, base_url)}
-        if now < job.start:
-            return {
-                "progress": 0,
-                "progressImageUrl": None,
-                "response": {"content": "JOB_QUEUED", "originatingMessageId": job.id},
-            }
-        progress = job.progress(now)
-        url = f"{base_url}/cdn/{job.id}/progress_{progress}.png" if progress and job.image else None
-        return {"progress": progress, "progressImageUrl": url}
-
-    def result(self, job: Job, base_url: str) -> dict[str, Any]:
-        """The finished job's result object: what ``response`` holds and what a webhook receives."""
-        body: dict[str, Any] = {
-            "accountId": self.settings.account_id,
-            "createdAt": iso(self.clock.wall(job.finish - 0.3)),
-            "responseAt": iso(self.clock.wall(job.finish)),
-            "originatingMessageId": job.id,
-            "buttons": [] if job.error else list(job.buttons),
-            "type": job.type,
-            "content": job.error or job.content,
-            "description": "",
-            "ref": job.origin.ref,
-        }
-        if job.error:
-            return body
-        if job.buttons:
-            body["buttonMessageId"] = job.button_message_id
-        if job.image is not None:
-            cdn = f"{base_url}/cdn/{job.id}"
-            if job.image.kind == "grid":
-                body["imageUrl"] = f"{cdn}/grid.png"
-                body["imageUrls"] = [f"{cdn}/0_{index}.png" for index in range(4)]
-            else:
-                body["imageUrl"] = f"{cdn}/upscale.png"
-                body["imageUrls"] = [body["imageUrl"]]
-        if job.show_seed:
-            body["seed"] = job.seed
-        return body
+    def job(self, message_id: str) -> Job:
+        """The job of a message id; an id the account never issued answers 404."""
+        job = self.jobs.get(message_id)
+        if job is None:
+            raise ApiError(404, f"Message not found: {message_id}")
+        return job
 
     def seed_of(self, message_id: str) -> str:
-        job = self._job(message_id)
+        job = self.job(message_id)
         if job.image is None or not job.succeeded(self.clock.now()):
-            raise Refused("This message has no finished image, so no seed yet")
+            raise ApiError(400, "This message has no finished image, so no seed yet")
         return job.seed
 
-    def image(self, job_id: str, name: str) -> ImageSpec | None:
-        """The picture behind a CDN file name of a job, or None if the job has no such picture (yet)."""
-        job = self.jobs.get(job_id)
-        if job is None or job.image is None:
-            return None
-        step = re.fullmatch(r"progress_(\d{1,2})\.png", name)
-        if step:
-            return replace(job.image, size=PROGRESS_SIZE, progress=int(step[1]))
-        if not job.succeeded(self.clock.now()):
-            return None
-        if job.image.kind == "tile":
-            return job.image if name == "upscale.png" else None
-        quadrant = re.fullmatch(r"0_([0-3])\.png", name)
-        if quadrant:
-            index = int(quadrant[1])
-            return replace(
-                job.image,
-                kind="tile",
-                index=index,
-                size=QUADRANT_SIZE,
-                label=f"{job.image.label} #{index + 1}",
-            )
-        return job.image if name == "grid.png" else None
+    def image(self, file: CdnFile) -> ImageSpec | None:
+        """The picture behind a CDN file, or None if no job has such a picture (yet)."""
+        job = self.jobs.get(file.job_id)
+        return None if job is None else job.picture(file, self.clock.now())
 
     def due_webhooks(self) -> list[Job]:
         """Jobs whose webhook is due now, each handed out once."""
@@ -388,49 +249,52 @@ class Account:
         """The job a button on a finished result starts: an upscale, a new grid, or the same picture."""
         if parent.type == "describe":
             prompt = parent.content[DESCRIBE_BUTTONS.index(button)].split(" ", 1)[1]
-            seed = self._new_seed()
-            image = ImageSpec("grid", prompt, seed, button, GRID_SIZE)
-            return self._create(origin, "button", prompt, seed, image=image, buttons=GRID_BUTTONS)
+            return self._grid(origin, "button", prompt, button)
         assert parent.image is not None
         if button == FAVORITE_BUTTON:
-            return self._create(
-                origin,
-                "button",
-                parent.prompt,
-                parent.seed,
-                image=parent.image,
-                buttons=parent.buttons,
-                generates=False,
-            )
-        if button in _QUADRANTS:
+            image, buttons = parent.image, parent.buttons
+        elif button in _QUADRANTS:
             image = ImageSpec(
                 "tile", parent.prompt, parent.seed, button, UPSCALE_SIZE, index=_QUADRANTS[button]
             )
-            return self._create(
-                origin,
-                "button",
-                parent.prompt,
-                parent.seed,
-                image=image,
-                buttons=UPSCALE_BUTTONS,
-            )
-        if button in _BIGGER:
+            buttons = UPSCALE_BUTTONS
+        elif button in _BIGGER:
             image = replace(parent.image, size=_BIGGER[button], label=f"{parent.image.label} {button}")
-            return self._create(
-                origin,
-                "button",
-                parent.prompt,
-                parent.seed,
-                image=image,
-                buttons=BIG_UPSCALE_BUTTONS,
-            )
-        prompt, error = parent.prompt, None
-        if button == "Custom Zoom":
-            prompt = str(payload.get("prompt") or parent.prompt)
-            error = _custom_zoom_error(payload, prompt, self.settings.banned_words)
-        seed = self._new_seed()
-        image = ImageSpec("grid", prompt, seed, button, GRID_SIZE)
-        return self._create(origin, "button", prompt, seed, image=image, buttons=GRID_BUTTONS, error=error)
+            buttons = BIG_UPSCALE_BUTTONS
+        else:
+            prompt, error = parent.prompt, None
+            if button == "Custom Zoom":
+                prompt = str(payload.get("prompt") or parent.prompt)
+                error = _custom_zoom_error(payload, prompt, self.settings.banned_words)
+            return self._grid(origin, "button", prompt, button, error=error)
+        return self._create(
+            origin,
+            "button",
+            parent.prompt,
+            parent.seed,
+            image=image,
+            buttons=buttons,
+            generates=button != FAVORITE_BUTTON,
+        )
+
+    def _grid(
+        self,
+        origin: Origin,
+        kind: str,
+        prompt: str,
+        label: str,
+        *,
+        seed: str | None = None,
+        error: str | None = None,
+        mode: str | None = None,
+    ) -> Job:
+        """A job that draws a new grid (imagine, blend, variations, rerolls, zooms, pans), with a new seed
+        unless the prompt's ``--seed`` gave one."""
+        seed = seed or self._new_seed()
+        image = ImageSpec("grid", prompt, seed, label, GRID_SIZE)
+        return self._create(
+            origin, kind, prompt, seed, image=image, buttons=GRID_BUTTONS, error=error, mode=mode
+        )
 
     def _toggle(self, origin: Origin, toggle: str) -> Job:
         if toggle not in SETTINGS_TOGGLES:
@@ -473,15 +337,16 @@ class Account:
 
         A job that draws a new image (``image`` given and ``generates``) takes a concurrency slot and a
         duration; errors and text answers appear after a short bot delay and take no slot. A successful
-        result's ``content`` is the prompt unless given.
+        result's ``content`` is the prompt unless given. A forced code (see ``FaultSettings.forced_codes``)
+        applies where the request itself is fine.
         """
         now = self.clock.now()
         mode = mode or self.modes["Job Mode"]
-        error = error or self._forced_code(prompt)
-        stalled = error == "STALL"
-        error = None if stalled else error
+        forced = None if error else self.settings.faults.forced_code(prompt)
+        stalled = forced == STALL
+        error = error or (None if stalled else forced)
         runs = error is None and image is not None and generates
-        error = error or (self._refusal(now, mode) if runs else None)
+        error = error or (self.queue.refusal(now, mode) if runs else None)
         if runs and error is None:
             start, finish, steps = self._schedule(now, mode)
         else:
@@ -515,68 +380,20 @@ class Account:
             heapq.heappush(self._webhooks, (job.finish, job.id))
         return job
 
-    def _refusal(self, now: float, mode: str) -> str | None:
-        """Why an image job cannot even queue: the queue is full, or the fast hours are used up.
-
-        ``_slots`` holds, per concurrency slot, when it frees; ``_waiting`` the start times (in order) of
-        jobs still queued, so its length after dropping the started ones is the queue's current length.
-        """
-        while len(self._slots) < self.settings.concurrency:
-            heapq.heappush(self._slots, now)
-        while len(self._slots) > self.settings.concurrency:
-            heapq.heappop(self._slots)
-        while self._waiting and self._waiting[0][0] <= now:
-            self._waiting.popleft()
-        if self._slots[0] > now and len(self._waiting) >= self.settings.queue_length:
-            return "QUEUE_FULL"
-        if mode != "Relax" and self._usage["Fast"][1] >= self.settings.fast_hours * 3600:
-            return "NO_FAST_HOURS"
-        return None
-
     def _schedule(self, now: float, mode: str) -> tuple[float, float, int]:
-        """Give an image job the first slot that frees up, in submission order: (start, finish, steps)."""
+        """Draw an admitted image job's duration and progress steps, and queue it: (start, finish, steps)."""
         factor = self.settings.relax_factor if mode == "Relax" else _MODE_FACTORS[mode]
         duration = self._rng.uniform(self.settings.min_duration, self.settings.max_duration) * factor
-        start = max(now, heapq.heappop(self._slots))
-        heapq.heappush(self._slots, start + duration)
-        if start > now:
-            self._waiting.append((start, mode))
-        usage = self._usage["Relax" if mode == "Relax" else "Fast"]
-        usage[0] += 1
-        usage[1] += duration
+        start = self.queue.take_slot(now, mode, duration)
         return start, start + duration, self._rng.choice((3, 5))
 
-    def _forced_code(self, prompt: str) -> str | None:
-        lowered = prompt.lower()
-        for needle, code in self.settings.faults.forced_codes.items():
-            if needle and needle.lower() in lowered:
-                return code
-        return None
-
-    def _info(self) -> dict[str, str]:
-        now = self.clock.now()
-        total = self.settings.fast_hours
-        remaining = max(0.0, total - self._usage["Fast"][1] / 3600)
-        percent = 100 * remaining / total if total else 0.0
-        images = self._usage["Fast"][0] + self._usage["Relax"][0]
-        hours = (self._usage["Fast"][1] + self._usage["Relax"][1]) / 3600
-        queued = [mode for start, mode in self._waiting if start > now]
+    def _info_content(self) -> dict[str, str]:
         return {
             "Subscription": "Standard (Active monthly)",
             "Job Mode": self.modes["Job Mode"],
             "Visibility Mode": self.modes["Visibility Mode"],
-            "Fast Time Remaining": f"{remaining:.2f}/{total:.1f} hours ({percent:.2f}%)",
-            "Lifetime Usage": f"{images} images ({hours:.2f} hours)",
-            "Relaxed Usage": f"{self._usage['Relax'][0]} images ({self._usage['Relax'][1] / 3600:.2f} hours)",
-            "Queued Jobs (fast)": str(sum(mode != "Relax" for mode in queued)),
-            "Queued Jobs (relax)": str(queued.count("Relax")),
+            **self.queue.report(self.clock.now()),
         }
-
-    def _job(self, message_id: str) -> Job:
-        job = self.jobs.get(message_id)
-        if job is None:
-            raise NotFound(message_id)
-        return job
 
     def _origin(self, payload: dict[str, Any], base_url: str) -> Origin:
         webhook = payload.get("webhookOverride") or self.settings.default_webhook

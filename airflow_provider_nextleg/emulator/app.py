@@ -16,36 +16,34 @@ import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from airflow_provider_nextleg.emulator.account import Account, Job, NotFound, Refused
+from airflow_provider_nextleg.emulator.account import Account
 from airflow_provider_nextleg.emulator.clock import SimClock, iso
-from airflow_provider_nextleg.emulator.faults import FaultInjector, fault_response
+from airflow_provider_nextleg.emulator.faults import FaultInjector, FaultMiddleware
 from airflow_provider_nextleg.emulator.images import render_png
+from airflow_provider_nextleg.emulator.jobs import Job
 from airflow_provider_nextleg.emulator.prompts import find_banned_word
+from airflow_provider_nextleg.emulator.protocol import (
+    ADMIN_PREFIX,
+    CDN_PREFIX,
+    ApiError,
+    CdnFile,
+    Wire,
+    endpoint_key,
+)
 from airflow_provider_nextleg.emulator.ratelimit import SlidingWindow, retry_after
 from airflow_provider_nextleg.emulator.settings import EmulatorSettings, Fault, FaultSettings
 from airflow_provider_nextleg.emulator.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
 
-ADMIN_PREFIX = "/_emulator"
 T = TypeVar("T")
 _HIDDEN_SETTINGS = ("token", "admin_token")
-
-
-class ApiError(Exception):
-    """An answer of the form ``{"success": false, "msg": ...}`` with an HTTP status."""
-
-    def __init__(self, status: int, msg: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(msg)
-        self.status, self.msg, self.headers = status, msg, headers
 
 
 class EmulatorState:
@@ -59,9 +57,10 @@ class EmulatorState:
         self.settings = settings
         self.clock = SimClock(settings.time_scale)
         self.account = Account(settings, self.clock)
+        self.wire = Wire(settings, self.clock)
         self.window = SlidingWindow()
         self.faults = FaultInjector(settings)
-        self.webhooks = WebhookDispatcher(self.account)
+        self.webhooks = WebhookDispatcher(self.account, self.wire)
         self.ledger: list[dict[str, Any]] = []
         self.counters = _new_counters()
         self.server_state: Any = None
@@ -107,7 +106,7 @@ class EmulatorState:
         """Check the API token, from the ``Authorization: Bearer`` header or the ``authToken`` query form."""
         token = _bearer(request) or request.query_params.get("authToken", "")
         if not secrets.compare_digest(token.encode(), self.settings.token.encode()):
-            self.counters["unauthorized"][_endpoint(request.method, request.url.path)] += 1
+            self.counters["unauthorized"][endpoint_key(request.method, request.url.path)] += 1
             raise ApiError(401, "Unauthorized: send 'Authorization: Bearer <your token>'")
 
     def admit(self, request: Request) -> None:
@@ -117,7 +116,7 @@ class EmulatorState:
             return
         wait = self.window.admit(self.clock.now(), settings.rate_limit_requests, settings.rate_limit_window)
         if wait is not None:
-            self.counters["rate_limited"][_endpoint(request.method, request.url.path)] += 1
+            self.counters["rate_limited"][endpoint_key(request.method, request.url.path)] += 1
             seconds = retry_after(self.clock.real_seconds(wait), scaled=self.clock.scale != 1)
             raise ApiError(
                 429,
@@ -164,15 +163,7 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"success": False, "msg": exc.msg}, status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(Refused)
-    async def refused(_request: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse({"success": False, "msg": str(exc)}, status_code=400)
-
-    @app.exception_handler(NotFound)
-    async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"success": False, "msg": f"Message not found: {exc}"}, status_code=404)
+        return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
 
     _add_api_routes(app, state)
     _add_admin_routes(app, state)
@@ -199,18 +190,13 @@ def _add_api_routes(app: FastAPI, state: EmulatorState) -> None:
                 payload = await _payload(request)
                 state.admit(request)
                 job = create(state.account, payload, _base_url(request))
-            except Refused as exc:
-                state.record(request, payload, 400, str(exc))
-                raise
             except ApiError as exc:
                 state.record(request, payload, exc.status, exc.msg)
                 raise
             state.record(request, payload, 200, job)
             state.webhooks.wake()
             logger.debug("%s %s accepted as message %s", request.method, request.url.path, job.id)
-            return JSONResponse(
-                {"success": True, "messageId": job.id, "createdAt": iso(state.clock.wall(job.created))}
-            )
+            return JSONResponse(state.wire.accepted(job))
 
         return submit
 
@@ -228,7 +214,8 @@ def _add_api_routes(app: FastAPI, state: EmulatorState) -> None:
             expire_mins = float(expire) if expire else None
         except ValueError as exc:
             raise ApiError(400, "expireMins must be a number of minutes") from exc
-        return JSONResponse(state.account.message(message_id, expire_mins, _base_url(request)))
+        job = state.account.job(message_id)
+        return JSONResponse(state.wire.message(job, expire_mins, _base_url(request)))
 
     @app.post("/v2/seed")
     async def seed(request: Request) -> JSONResponse:
@@ -249,23 +236,21 @@ def _add_api_routes(app: FastAPI, state: EmulatorState) -> None:
         """The documented way around a 403 from the CDN: the same bytes, behind the API token."""
         state.authorize(request)
         state.admit(request)
-        parts = urlsplit(str((await _payload(request)).get("imgUrl", ""))).path.split("/")
-        if len(parts) != 4 or parts[1] != "cdn":
-            raise ApiError(404, "Image not found")
-        return await _image(state, parts[2], parts[3])
+        return await _image(state, CdnFile.from_url(str((await _payload(request)).get("imgUrl", ""))))
 
-    @app.get("/cdn/{job_id}/{name}")
+    @app.get(f"{CDN_PREFIX}/{{job_id}}/{{name}}")
     async def cdn(job_id: str, name: str) -> Response:
         """Unauthenticated, like the real CDN, and like it answers 403 when the CDN fault is on."""
         if state.settings.faults.cdn_forbidden:
             return Response(
                 "<html><body><h1>403 Forbidden</h1></body></html>", status_code=403, media_type="text/html"
             )
-        return await _image(state, job_id, name)
+        return await _image(state, CdnFile.parse(job_id, name))
 
 
-async def _image(state: EmulatorState, job_id: str, name: str) -> Response:
-    spec = state.account.image(job_id, name)
+async def _image(state: EmulatorState, file: CdnFile | None) -> Response:
+    """A CDN file's PNG; 404 for a name that is none of the CDN's or a picture the job does not have (yet)."""
+    spec = None if file is None else state.account.image(file)
     if spec is None:
         raise ApiError(404, "Image not found")
     return Response(await run_in_threadpool(render_png, spec), media_type="image/png")
@@ -350,92 +335,6 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
         return {"success": True}
 
 
-class FaultMiddleware:
-    """Counts every request outside the admin API and applies the fault, if any, picked for it.
-
-    A plain ASGI middleware rather than a FastAPI one, because a fault may have to swallow the app's
-    answer (the request was processed, the client never hears of it) or close the connection outright.
-    """
-
-    def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or path.startswith(ADMIN_PREFIX):
-            await self.app(scope, receive, send)
-            return
-        key = _endpoint(scope["method"], path)
-        self.state.counters["requests"][key] += 1
-        fault = self.state.faults.pick(scope["method"], path, api=not path.startswith("/cdn/"))
-        if fault is None:
-            await self.app(scope, receive, send)
-            return
-        self.state.counters["faults"][key] += 1
-        logger.info("Injecting a %s fault into %s (processed first: %s)", fault.kind, key, fault.processed)
-        if fault.kind == "slow":
-            # Read the request first: the client may give up while we sleep, and the job is still created.
-            receive = await _buffered(receive)
-            await asyncio.sleep(fault.seconds)
-            await self.app(scope, receive, send)
-            return
-        body = b""
-        if fault.processed or fault.kind == "malformed":
-            body = await self._swallow(scope, receive)
-        if fault.kind == "drop":
-            await self._drop(scope, receive)
-        elif fault.kind == "malformed":
-            await _send(send, 200, body[: len(body) // 2] or b'{"success": tr', "application/json")
-        else:
-            await _send(send, fault.status, *fault_response(fault.status, fault.body))
-
-    async def _swallow(self, scope: Scope, receive: Receive) -> bytes:
-        """Let the app process the request; return its body instead of sending it."""
-        chunks: list[bytes] = []
-
-        async def keep(message: Message) -> None:
-            chunks.append(message.get("body", b""))
-
-        await self.app(scope, receive, keep)
-        return b"".join(chunks)
-
-    async def _drop(self, scope: Scope, receive: Receive) -> None:
-        """Close the client's connection without a byte of answer, as a crashing proxy would."""
-        for connection in getattr(self.state.server_state, "connections", ()):
-            if getattr(connection, "client", None) == scope.get("client"):
-                connection.transport.close()
-                # Wait until the server has seen the disconnect, so it does not answer with a 500 of its own.
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                return
-        raise RuntimeError("Cannot drop a connection unless the emulator runs under its own uvicorn runner")
-
-
-async def _buffered(receive: Receive) -> Receive:
-    """Read the whole request body now; the returned ``receive`` replays it, then waits for a disconnect."""
-    chunks: list[bytes] = []
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-
-    async def replaying() -> Message:
-        return replay.pop() if replay else await receive()
-
-    return replaying
-
-
-async def _send(send: Send, status: int, body: bytes, content_type: str) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _payload(request: Request) -> dict[str, Any]:
     """The request's fields: the query string of a GET form, the JSON body otherwise; never the token."""
     if request.method == "GET":
@@ -469,11 +368,3 @@ def _adapter(kind: type[T]) -> TypeAdapter[T]:
 
 def _new_counters() -> dict[str, Counter[str]]:
     return {name: Counter() for name in ("requests", "unauthorized", "rate_limited", "faults")}
-
-
-def _endpoint(method: str, path: str) -> str:
-    """A counter key: the method and the path without ids (``GET /v2/message``, ``GET /cdn``)."""
-    for prefix in ("/v2/message/", "/cdn/"):
-        if path.startswith(prefix):
-            return f"{method} {prefix.rstrip('/')}"
-    return f"{method} {path}"

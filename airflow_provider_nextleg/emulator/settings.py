@@ -12,6 +12,8 @@ from typing import Literal
 DEFAULT_TOKEN = "emulator-token"
 DEFAULT_ADMIN_TOKEN = "emulator-admin-token"
 DEFAULT_BANNED_WORDS = ("blood", "gore", "nude", "torture")
+#: Not an error code: forced on a prompt (``forced_codes``), it makes the job never finish.
+STALL = "STALL"
 
 #: What a scripted fault does. ``status``: answer ``status`` with ``body`` (an nginx-like HTML page for
 #: 502/503/504 when no body is given); ``drop``: close the connection without any response; ``slow``:
@@ -64,8 +66,8 @@ class FaultSettings:
     :param slow_seconds: real seconds a slow answer sleeps.
     :param malformed_rate: probability of a truncated JSON body.
     :param forced_codes: prompt substring (case-insensitive) to the error code its jobs end with;
-        ``STALL`` makes the job never finish: it holds its slot for its drawn duration, stays at its last
-        progress step, sends no webhook, and turns ``incomplete`` after ``expireMins``.
+        :data:`STALL` makes the job never finish: it holds its slot for its drawn duration, stays at its
+        last progress step, sends no webhook, and turns ``incomplete`` after ``expireMins``.
     :param cdn_forbidden: direct image downloads answer 403, as the real CDN sometimes does;
         ``POST /getImage`` still returns the bytes.
     :param scripted: one-shot faults, consumed in order.
@@ -84,6 +86,14 @@ class FaultSettings:
         for name in ("error_rate", "drop_rate", "slow_rate", "malformed_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+
+    def forced_code(self, prompt: str) -> str | None:
+        """The code (or :data:`STALL`) forced on ``prompt``: the first needle it contains, ignoring case."""
+        lowered = prompt.lower()
+        for needle, code in self.forced_codes.items():
+            if needle and needle.lower() in lowered:
+                return code
+        return None
 
 
 @dataclass

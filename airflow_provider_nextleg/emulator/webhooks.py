@@ -15,8 +15,10 @@ from typing import Any
 
 import httpx
 
-from airflow_provider_nextleg.emulator.account import Account, Job
+from airflow_provider_nextleg.emulator.account import Account
 from airflow_provider_nextleg.emulator.clock import iso
+from airflow_provider_nextleg.emulator.jobs import Job
+from airflow_provider_nextleg.emulator.protocol import Wire
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +26,9 @@ logger = logging.getLogger(__name__)
 class WebhookDispatcher:
     """Posts results when due and keeps a record of every delivery for inspection."""
 
-    def __init__(self, account: Account, timeout: float = 10.0) -> None:
+    def __init__(self, account: Account, wire: Wire, timeout: float = 10.0) -> None:
         self.account = account
+        self.wire = wire
         self.timeout = timeout
         self.deliveries: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
@@ -59,7 +62,7 @@ class WebhookDispatcher:
             "time": iso(datetime.now(timezone.utc)),
         }
         try:
-            response = await client.post(url, json=self.account.result(job, job.origin.base_url))
+            response = await client.post(url, json=self.wire.result(job, job.origin.base_url))
             record["status"] = response.status_code
             logger.info("Webhook for message %s delivered to %s: HTTP %s", job.id, url, response.status_code)
         except Exception as exc:  # whatever goes wrong (bad URL, refused, timeout) is this delivery's outcome
