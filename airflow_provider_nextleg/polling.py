@@ -43,15 +43,17 @@ import logging
 import statistics
 import time
 import weakref
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_nextleg.exceptions import NextLegMalformedResponseError
-from airflow_provider_nextleg.hooks.nextleg import RETRYABLE_ERRORS, NextLegHook
+from airflow_provider_nextleg.hooks.nextleg import message_call
+from airflow_provider_nextleg.hooks.session import AccountSession, account_session, loop_sessions
+from airflow_provider_nextleg.hooks.transport import RETRYABLE_ERRORS
 from airflow_provider_nextleg.models import Message, MessageStatus
-from airflow_provider_nextleg.ratelimit import RateLimiter
+from airflow_provider_nextleg.ratelimit import RateLimiter, Slot
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +128,7 @@ class _Watch:
     """One watched message: who waits for it, and what its polls have shown so far (hints only)."""
 
     message_id: str
-    expire_mins: int | None
-    hook: NextLegHook
+    expire_mins: int
     registered: float
     watchers: dict[Updates, float] = field(default_factory=dict)  # each watcher's min_interval
     next_poll: float = 0.0
@@ -148,16 +149,16 @@ class PollScheduler:
     """
     The polls of one account in one event loop: one queue of polls within the account's rate limit.
 
-    Use :func:`watch_message`, which finds or creates the scheduler of the connection's account.
+    Each account session has one (:attr:`AccountSession.scheduler`); use :func:`watch_message`.
 
-    :param limiter: the account's process-wide rate limiter, whose slots the polls take.
-    :param durations: what is known of the account's job durations.
+    :param session: the account's session in this loop, whose budget the polls take turns of.
     """
 
-    def __init__(self, limiter: RateLimiter, durations: Durations) -> None:
-        self.limiter = limiter
-        self.durations = durations
-        self._watches: dict[tuple[str, int | None], _Watch] = {}
+    def __init__(self, session: AccountSession) -> None:
+        self.session = session
+        self.limiter = session.limiter
+        self.durations = durations_for(self.limiter)
+        self._watches: dict[tuple[str, int], _Watch] = {}
         self._watchers = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -170,18 +171,19 @@ class PollScheduler:
 
     @contextlib.asynccontextmanager
     async def watch(
-        self, hook: NextLegHook, message_id: str, *, expire_mins: int | None, min_interval: float
+        self, message_id: str, *, expire_mins: int | None, min_interval: float
     ) -> AsyncIterator[Updates]:
         """
         Register a watcher of a message for the duration of the block; see :func:`watch_message`.
 
         Watchers of the same message (and ``expire_mins``) share its polls.
         """
-        key = (message_id, expire_mins)
+        expire = self.session.settings.expire_mins if expire_mins is None else expire_mins
+        key = (message_id, expire)
         watch = self._watches.get(key)
         if watch is None:
             now = time.monotonic()
-            watch = _Watch(message_id, expire_mins, hook, registered=now, next_poll=now)
+            watch = _Watch(message_id, expire, registered=now, next_poll=now)
             watch.expected = now + (self.durations.typical or PRIOR_SECONDS)
             self._watches[key] = watch
         updates = Updates()
@@ -198,17 +200,14 @@ class PollScheduler:
                 del self._watches[key]
             self._watchers -= 1
             if not self._watchers:
-                self._close()
+                self.close()
 
-    def _close(self) -> None:
-        """The last watcher left: stop the task and the polls in flight, and leave the loop's registry."""
+    def close(self) -> None:
+        """Stop the task and the polls in flight (the last watcher left, or the session closes)."""
         for task in (self._task, *self._polls):
             if task is not None:
                 task.cancel()
         self._task = None
-        schedulers = _shared().schedulers
-        if schedulers.get(self.limiter) is self:
-            del schedulers[self.limiter]
 
     async def _run(self) -> None:
         """Take the account's slots while a poll is due, and spend each on the most promising job."""
@@ -222,11 +221,12 @@ class PollScheduler:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), None if due is None else due - now)
                 continue
-            await asyncio.sleep(self.limiter.reserve())
+            slot = await self.limiter.abook()
+            await asyncio.sleep(slot.delay)
             watch = self._pick(time.monotonic())
             if watch is not None:
                 watch.in_flight = True
-                self._spawn(self._poll(watch))
+                self._spawn(self._poll(watch, slot))
 
     def _pick(self, now: float) -> _Watch | None:
         """The due job expected to finish first (the longest unpolled among equals)."""
@@ -239,12 +239,12 @@ class PollScheduler:
         self._polls.add(task)
         task.add_done_callback(self._polls.discard)
 
-    async def _poll(self, watch: _Watch) -> None:
-        """Poll a job once: what comes back goes to its watchers, and into the job's estimate."""
+    async def _poll(self, watch: _Watch, slot: Slot) -> None:
+        """Poll a job once, spending ``slot``: what comes back goes to its watchers and the job's estimate."""
         sent = time.monotonic()
         answer: Message | Exception
         try:
-            answer = await watch.hook.apoll_message(watch.message_id, expire_mins=watch.expire_mins)
+            answer = await self.session.send(message_call(watch.message_id, watch.expire_mins), slot)
         except Exception as exc:  # the watchers' business: a transient error delays, any other ends the wait
             answer = exc
         finally:
@@ -303,53 +303,25 @@ class PollScheduler:
         watch.next_poll = last + gap
 
 
-class _Shared:
-    """What the waits in one event loop share: each connection, read once, and a scheduler per account."""
-
-    def __init__(self) -> None:
-        self.connections: dict[str, asyncio.Task[NextLegHook]] = {}  # by connection id, while in use
-        self.users: Counter[str] = Counter()  # watchers by connection id
-        self.schedulers: dict[RateLimiter, PollScheduler] = {}
-
-
-_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shared] = weakref.WeakKeyDictionary()
 _durations: weakref.WeakKeyDictionary[RateLimiter, Durations] = weakref.WeakKeyDictionary()
 
 
-def _shared() -> _Shared:
-    loop = asyncio.get_running_loop()
-    shared = _loops.get(loop)
-    if shared is None:
-        shared = _loops[loop] = _Shared()
-    return shared
+def durations_for(limiter: RateLimiter) -> Durations:
+    """
+    What the schedulers of the account behind ``limiter`` learned of its durations, in this process.
+
+    It outlives them: the account's next scheduler starts from it.
+    """
+    return _durations.setdefault(limiter, Durations())
 
 
 def schedulers() -> list[PollScheduler]:
     """The running event loop's schedulers: one per account that has waits in it."""
-    return list(_shared().schedulers.values())
-
-
-def scheduler_for(limiter: RateLimiter) -> PollScheduler:
-    """
-    The running event loop's scheduler of the account behind ``limiter``, created on first use.
-
-    What it learned of durations outlives it: the account's next scheduler in the process starts from it.
-
-    :param limiter: the account's rate limiter (:meth:`NextLegHook.arate_limiter`).
-    """
-    schedulers = _shared().schedulers
-    scheduler = schedulers.get(limiter)
-    if scheduler is None:
-        durations = _durations.setdefault(limiter, Durations())
-        scheduler = schedulers[limiter] = PollScheduler(limiter, durations)
-    return scheduler
-
-
-async def _connected(conn_id: str) -> NextLegHook:
-    """A hook of the connection, which it has read."""
-    hook = NextLegHook(conn_id)
-    await hook.arate_limiter()
-    return hook
+    return [
+        session.scheduler
+        for session in loop_sessions().by_account.values()
+        if session._scheduler is not None and session.scheduler.watched
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -360,29 +332,17 @@ async def watch_message(
     Wait on a message through its account's scheduler: ``async with watch_message(conn_id, id) as updates:``.
 
     Every poll's answer (``await updates.next(timeout)``) reaches every watcher of the message; leaving
-    the block, however it is left, stops the watch. The waits of one connection in the loop read it once,
-    when the first of them starts: a changed connection applies to the waits that start after the last
-    wait of the old one has ended (a trigger reads its connection once, too).
+    the block, however it is left, stops the watch. The waits of one connection in the loop share its
+    account session (:func:`~airflow_provider_nextleg.hooks.session.account_session`), which reads the
+    connection once, when the first of them starts.
 
     :param conn_id: the nextleg connection of the message.
     :param message_id: the job's message id.
     :param expire_mins: the ``expireMins`` of each poll; ``None`` takes the connection's.
     :param min_interval: the least time between two polls of this message.
     """
-    shared = _shared()
-    shared.users[conn_id] += 1
-    try:
-        reading = shared.connections.get(conn_id)
-        if reading is None:
-            reading = shared.connections[conn_id] = asyncio.create_task(_connected(conn_id))
-        hook = await asyncio.shield(reading)  # a watcher cancelled meanwhile leaves it to the others
-        scheduler = scheduler_for(await hook.arate_limiter())
-        async with scheduler.watch(
-            hook, message_id, expire_mins=expire_mins, min_interval=min_interval
-        ) as updates:
-            yield updates
-    finally:
-        shared.users[conn_id] -= 1
-        if not shared.users[conn_id]:
-            del shared.users[conn_id]
-            shared.connections.pop(conn_id).cancel()
+    async with (
+        account_session(conn_id) as session,
+        session.scheduler.watch(message_id, expire_mins=expire_mins, min_interval=min_interval) as updates,
+    ):
+        yield updates

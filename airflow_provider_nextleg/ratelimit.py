@@ -20,6 +20,8 @@ the host shares.
 
 from __future__ import annotations
 
+import abc
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -42,9 +44,109 @@ log = logging.getLogger(__name__)
 _STATE = struct.Struct("3d")  # the next free slot, the latest request, the end of a 429's pause
 
 
-class RateLimiter:
+class Slot:
     """
-    Spaces requests ``interval`` seconds apart, in the order they ask.
+    One booked turn to send a request of an account: taken from its limiter, spent by one request.
+
+    The request that spends it waits for its turn (:meth:`wait` or :meth:`await_turn`), sends, and calls
+    :meth:`release` when the answer (or the failure) is in. A caller that books a slot and decides only
+    later what to send with it (the poll scheduler) passes the slot on to the request.
+
+    :param limiter: the limiter it was booked from.
+    :param due: when its turn comes (``time.time()``).
+    """
+
+    def __init__(self, limiter: RateLimiter, due: float) -> None:
+        self.limiter = limiter
+        self.due = due
+
+    @property
+    def delay(self) -> float:
+        """Seconds until the booked turn (0 once it has come)."""
+        return max(0.0, self.due - time.time())
+
+    def wait(self) -> None:
+        """Sleep until the turn has come and the limiter clears the request to go."""
+        time.sleep(self.delay)
+        while (wait := self.limiter.clear_to_send()) > 0:
+            time.sleep(wait)
+
+    async def await_turn(self) -> None:
+        """The async face of :meth:`wait`."""
+        await asyncio.sleep(self.delay)
+        while (wait := await self.limiter.aclear_to_send()) > 0:
+            await asyncio.sleep(wait)
+
+    def release(self) -> None:
+        """The request came back (answered or failed)."""
+        self.limiter.answered()
+
+    async def arelease(self) -> None:
+        """The async face of :meth:`release`."""
+        await self.limiter.aanswered()
+
+
+class RateLimiter(abc.ABC):
+    """
+    The request budget of one account: who may send when.
+
+    A request books a :class:`Slot` (:meth:`book`), waits for its turn, sends, and releases the slot;
+    a 429 holds every caller of the account (:meth:`penalize`). Implementations keep the state where the
+    callers that must share it can see it: :class:`HostRateLimiter` in a file of the host. The async
+    faces run the sync ones by default, which suits state that is local and quick to reach.
+
+    :param interval: seconds between two requests; 0 turns the limiter off.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+
+    def book(self) -> Slot:
+        """Book the next free turn of the account; returns at once."""
+        return Slot(self, time.time() + self.reserve())
+
+    async def abook(self) -> Slot:
+        """The async face of :meth:`book`."""
+        return self.book()
+
+    @abc.abstractmethod
+    def reserve(self) -> float:
+        """Book the next free slot and return how many seconds to wait before sending (0 if now)."""
+
+    @abc.abstractmethod
+    def clear_to_send(self) -> float:
+        """Seconds still to wait before sending (0: send now, which counts as the latest request)."""
+
+    @abc.abstractmethod
+    def answered(self) -> None:
+        """A request came back (answered or failed)."""
+
+    @abc.abstractmethod
+    def penalize(self, seconds: float) -> None:
+        """
+        Send nothing for ``seconds`` from now, for every caller of this account, booked or not.
+
+        Used when the service answers 429 (its ``Retry-After``, or one interval when it gives none).
+
+        :param seconds: how long the account must stay quiet.
+        """
+
+    async def aclear_to_send(self) -> float:
+        """The async face of :meth:`clear_to_send`."""
+        return self.clear_to_send()
+
+    async def aanswered(self) -> None:
+        """The async face of :meth:`answered`."""
+        self.answered()
+
+    async def apenalize(self, seconds: float) -> None:
+        """The async face of :meth:`penalize`."""
+        self.penalize(seconds)
+
+
+class HostRateLimiter(RateLimiter):
+    """
+    Spaces requests ``interval`` seconds apart, in the order they ask, for every process of the host.
 
     Thread-safe: :meth:`reserve` books the next free slot under a lock and returns at once. A caller
     sleeps until its slot, waits while :meth:`clear_to_send` says so, sends, and calls :meth:`answered`
@@ -60,7 +162,7 @@ class RateLimiter:
     """
 
     def __init__(self, interval: float, shared: Path | None = None) -> None:
-        self.interval = interval
+        super().__init__(interval)
         self.shared = shared
         self._next_free = 0.0  # when the next free slot is (time.time())
         self._latest = -math.inf  # when the latest request was sent or answered
@@ -90,13 +192,7 @@ class RateLimiter:
             self._latest = max(self._latest, now)
 
     def penalize(self, seconds: float) -> None:
-        """
-        Send nothing for ``seconds`` from now, for every caller of this account, booked or not.
-
-        Used when the service answers 429 (its ``Retry-After``, or one interval when it gives none).
-
-        :param seconds: how long the account must stay quiet.
-        """
+        """Hold every caller of the account for ``seconds``, booked or not."""
         with self._current() as now:
             self._next_free = max(self._next_free, now + seconds)
             self._quiet_until = max(self._quiet_until, now + seconds)
@@ -115,9 +211,10 @@ class RateLimiter:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             try:
                 saved = os.pread(descriptor, _STATE.size, 0)
+                now = time.time()
                 if len(saved) == _STATE.size:
-                    self._next_free, self._latest, self._quiet_until = _STATE.unpack(saved)
-                yield time.time()
+                    self._next_free, self._latest, self._quiet_until = _sane(_STATE.unpack(saved), now)
+                yield now
                 os.pwrite(descriptor, _STATE.pack(self._next_free, self._latest, self._quiet_until), 0)
             finally:
                 fcntl.flock(descriptor, fcntl.LOCK_UN)
@@ -141,7 +238,26 @@ class RateLimiter:
         return self._opened[1]
 
 
-_limiters: dict[tuple[str, str], RateLimiter] = {}
+MAX_STATE_AHEAD = 3600.0
+"""Furthest into the future a saved time may lie; a later one (or NaN, infinity) is a damaged file."""
+
+
+def _sane(state: tuple[float, ...], now: float) -> tuple[float, float, float]:
+    """
+    The saved state, or a fresh one when any time in it cannot be right (not finite, far in the future).
+
+    A file written by a process with an absurd interval, or damaged on disk, must not hold every process
+    of the host for ever; a fresh state costs at most one early request, which the service's 429 corrects.
+    """
+    limit = now + MAX_STATE_AHEAD
+    next_free, latest, quiet_until = state
+    if all(-math.inf < value <= limit for value in (next_free, quiet_until)) and latest <= limit:
+        return next_free, latest, quiet_until  # (comparisons with NaN are false; latest starts at -inf)
+    log.warning("NextLeg's shared rate-limit state held impossible times: starting it afresh.")
+    return 0.0, -math.inf, 0.0
+
+
+_limiters: dict[tuple[str, str], HostRateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
@@ -155,7 +271,7 @@ def account_key(base_url: str, token: str) -> tuple[str, str]:
     return base_url, hashlib.sha256(token.encode()).hexdigest()
 
 
-def rate_limiter_for(base_url: str, token: str, interval: float) -> RateLimiter:
+def rate_limiter_for(base_url: str, token: str, interval: float) -> HostRateLimiter:
     """
     The process's one limiter for the account behind ``token`` at ``base_url``, shared with the host.
 
@@ -169,7 +285,7 @@ def rate_limiter_for(base_url: str, token: str, interval: float) -> RateLimiter:
     with _limiters_lock:
         limiter = _limiters.get(key)
         if limiter is None:
-            limiter = _limiters[key] = RateLimiter(interval, shared=_shared_path(key))
+            limiter = _limiters[key] = HostRateLimiter(interval, shared=_shared_path(key))
         limiter.interval = interval
         return limiter
 

@@ -258,7 +258,6 @@ async def run_burst(variant: str, time_scale: float) -> Figures:
             # Submissions go through the hook in every variant, paced by the account's limiter and retried
             # on a 429 with many attempts, so that a storm of polls delays them but loses none.
             hook = NextLegHook(max_attempts=100, retry_wait=WINDOW * time_scale)
-            await hook.arate_limiter()  # the connection, read once as a worker would
             events: dict[str, float] = {}
             statuses: dict[str, str] = {}
 

@@ -13,14 +13,15 @@ from airflow.sdk import Connection
 
 from airflow_provider_nextleg.emulator import Fault
 from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegNotFoundError
-from airflow_provider_nextleg.hooks.nextleg import NextLegHook, _Settings
+from airflow_provider_nextleg.hooks.connection import AccountSettings
+from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 
 from .helpers import CONN, UNKNOWN_ID, call_through, closed_port_url, connection_json
 
 
-def settings_of(**fields) -> _Settings:
+def settings_of(**fields) -> AccountSettings:
     conn = Connection(conn_id="nextleg_test", conn_type="nextleg", password="token", **fields)
-    return _Settings.from_connection(conn, conn.extra_dejson)
+    return AccountSettings.from_connection(conn, conn.extra_dejson)
 
 
 class TestForms:
@@ -112,7 +113,22 @@ class TestFields:
         assert (tuned.timeout, tuned.rate_limit_interval, tuned.expire_mins) == (5.0, 0.5, 20)
 
     @pytest.mark.parametrize(
-        "extra", [{"timeout": "soon"}, {"timeout": 0}, {"rate_limit_interval": -1}, {"expire_mins": True}]
+        "extra",
+        [
+            {"timeout": "soon"},
+            {"timeout": 0},
+            {"timeout": "nan"},
+            {"timeout": float("inf")},
+            {"timeout": 1e300},
+            {"rate_limit_interval": -1},
+            {"rate_limit_interval": "inf"},
+            {"rate_limit_interval": 1e300},
+            {"rate_limit_interval": float("nan")},
+            {"expire_mins": True},
+            {"expire_mins": "nan"},
+            {"expire_mins": 20.5},
+            {"expire_mins": 10**9},
+        ],
     )
     def test_bad_extras(self, extra):
         (name,) = extra

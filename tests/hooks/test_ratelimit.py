@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from airflow_provider_nextleg.ratelimit import RateLimiter, account_key, rate_limiter_for
+from airflow_provider_nextleg.ratelimit import HostRateLimiter, account_key, rate_limiter_for
 
 
 class TestRateLimiter:
     def test_first_slot_is_free_and_later_ones_are_spaced(self):
-        limiter = RateLimiter(interval=10.0)
+        limiter = HostRateLimiter(interval=10.0)
         waits = [limiter.reserve() for _ in range(3)]
         assert waits[0] == 0.0
         # Each reservation lands one interval after the previous one (minus the microseconds between calls).
@@ -21,18 +21,18 @@ class TestRateLimiter:
         assert waits[2] == pytest.approx(20.0, abs=0.5)
 
     def test_idle_time_is_not_banked(self):
-        limiter = RateLimiter(interval=0.05)
+        limiter = HostRateLimiter(interval=0.05)
         limiter.reserve()
         time.sleep(0.2)
         assert limiter.reserve() == 0.0
         assert limiter.reserve() > 0.0  # the idle period does not allow a burst
 
     def test_zero_interval_never_waits(self):
-        limiter = RateLimiter(interval=0.0)
+        limiter = HostRateLimiter(interval=0.0)
         assert [limiter.reserve() for _ in range(5)] == [0.0] * 5
 
     def test_penalize_pushes_every_caller(self):
-        limiter = RateLimiter(interval=1.0)
+        limiter = HostRateLimiter(interval=1.0)
         limiter.penalize(30.0)
         assert limiter.reserve() == pytest.approx(30.0, abs=0.5)
         # A shorter penalty never pulls the next slot earlier.
@@ -40,7 +40,7 @@ class TestRateLimiter:
         assert limiter.reserve() == pytest.approx(31.0, abs=0.5)
 
     def test_threads_get_distinct_slots(self):
-        limiter = RateLimiter(interval=1.0)
+        limiter = HostRateLimiter(interval=1.0)
         waits: list[float] = []
         lock = threading.Lock()
 

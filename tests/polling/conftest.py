@@ -9,8 +9,8 @@ import pytest
 
 from airflow_provider_nextleg import polling
 from airflow_provider_nextleg.emulator import EmulatorServer
-from airflow_provider_nextleg.hooks.nextleg import NextLegHook
-from airflow_provider_nextleg.models import Message
+from airflow_provider_nextleg.hooks.session import AccountSession
+from airflow_provider_nextleg.hooks.transport import ApiCall
 
 
 class Poll(NamedTuple):
@@ -31,18 +31,18 @@ def no_durations_known() -> None:
 def polls(monkeypatch: pytest.MonkeyPatch) -> list[Poll]:
     """Every poll the schedulers send, in the order their answers come back."""
     sent: list[Poll] = []
-    original = NextLegHook.apoll_message
+    original = AccountSession.send
 
-    async def spy(hook: NextLegHook, message_id: str, **kwargs: Any) -> Message:
+    async def spy(session: AccountSession, call: ApiCall[Any], slot: Any = None) -> Any:
         try:
-            message = await original(hook, message_id, **kwargs)
+            answer = await original(session, call, slot)
         except Exception as exc:
-            sent.append(Poll(message_id, type(exc).__name__, None))
+            sent.append(Poll(call.message_id or "", type(exc).__name__, None))
             raise
-        sent.append(Poll(message_id, message.status.value, message.progress))
-        return message
+        sent.append(Poll(answer.message_id, answer.status.value, answer.progress))
+        return answer
 
-    monkeypatch.setattr(NextLegHook, "apoll_message", spy)
+    monkeypatch.setattr(AccountSession, "send", spy)
     return sent
 
 

@@ -3,6 +3,7 @@ state it shares with the other processes of the host."""
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import types
@@ -11,7 +12,7 @@ import uuid
 import pytest
 
 from airflow_provider_nextleg import ratelimit
-from airflow_provider_nextleg.ratelimit import RateLimiter, rate_limiter_for
+from airflow_provider_nextleg.ratelimit import HostRateLimiter, rate_limiter_for
 
 
 class Clock:
@@ -33,13 +34,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 class TestClearToSend:
     def test_the_first_request_goes_at_once_and_the_next_one_an_interval_later(self, clock: Clock):
-        limiter = RateLimiter(interval=10.0)
+        limiter = HostRateLimiter(interval=10.0)
         assert limiter.clear_to_send() == 0.0
         clock.now += 4
         assert limiter.clear_to_send() == 6.0
 
     def test_a_late_request_delays_the_one_booked_after_it(self, clock: Clock):
-        limiter = RateLimiter(interval=10.0)
+        limiter = HostRateLimiter(interval=10.0)
         assert (limiter.reserve(), limiter.reserve()) == (0.0, 10.0)
         clock.now += 3  # the first caller wakes late (a busy event loop) ...
         assert limiter.clear_to_send() == 0.0  # ... and sends now
@@ -47,28 +48,28 @@ class TestClearToSend:
         assert limiter.clear_to_send() == 3.0  # ... but it waits one interval after the first request
 
     def test_an_answer_starts_the_interval_again(self, clock: Clock):
-        limiter = RateLimiter(interval=10.0)
+        limiter = HostRateLimiter(interval=10.0)
         limiter.clear_to_send()
         clock.now += 2  # a slow answer
         limiter.answered()
         assert limiter.clear_to_send() == 10.0
 
     def test_a_429_holds_callers_whose_slots_were_booked_before_it(self, clock: Clock):
-        limiter = RateLimiter(interval=1.0)
+        limiter = HostRateLimiter(interval=1.0)
         assert limiter.reserve() == 0.0  # booked, about to send
         limiter.penalize(30.0)  # another caller's request was refused with Retry-After: 30
         assert limiter.clear_to_send() == 30.0
         assert limiter.reserve() == 30.0
 
     def test_a_lowered_interval_applies_at_once(self, clock: Clock):
-        limiter = RateLimiter(interval=10.0)
+        limiter = HostRateLimiter(interval=10.0)
         limiter.clear_to_send()
         limiter.interval = 1.0  # the connection changed
         clock.now += 1
         assert limiter.clear_to_send() == 0.0
 
     def test_no_interval_never_waits(self, clock: Clock):
-        limiter = RateLimiter(interval=0.0)
+        limiter = HostRateLimiter(interval=0.0)
         for _ in range(3):
             assert limiter.clear_to_send() == 0.0
             limiter.answered()
@@ -99,8 +100,18 @@ class TestSharedByTheHost:
     def test_without_a_usable_file_a_process_paces_alone(self, tmp_path, caplog: pytest.LogCaptureFixture):
         blocked = tmp_path / "not-a-directory"
         blocked.write_text("")
-        limiter = RateLimiter(interval=10.0, shared=blocked / "account.limiter")
+        limiter = HostRateLimiter(interval=10.0, shared=blocked / "account.limiter")
         assert limiter.reserve() == 0.0
         assert limiter.reserve() == pytest.approx(10.0, abs=0.5)
         assert limiter.shared is None
         assert "pacing this process alone" in caplog.text
+
+    @pytest.mark.parametrize("poison", [2e300, float("inf"), float("nan")])
+    def test_impossible_saved_times_are_repaired_not_obeyed(self, tmp_path, poison: float, caplog):
+        """A file left by an absurd interval (or damaged) must not hold every process of the host."""
+        shared = tmp_path / "account.limiter"
+        shared.write_bytes(struct.pack("3d", poison, poison, poison))
+        limiter = HostRateLimiter(interval=10.0, shared=shared)
+        assert limiter.reserve() == 0.0
+        assert limiter.reserve() == pytest.approx(10.0, abs=0.5)
+        assert "impossible times" in caplog.text

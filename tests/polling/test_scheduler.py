@@ -16,6 +16,7 @@ import pytest
 
 from airflow_provider_nextleg import polling
 from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings
+from airflow_provider_nextleg.hooks.connection import read_connection
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.triggers.nextleg import NextLegMessageTrigger
 
@@ -115,9 +116,9 @@ class TestOrder:
             concurrency=6, min_duration=300.0, max_duration=300.0, rate_limit=True, rate_limit_window=5.0
         )
         pace(0.05)
-        limiter = await NextLegHook().arate_limiter()
+        limiter = read_connection(NextLegHook.default_conn_name).limiter
         for _ in range(polling.LEARN_AFTER):  # durations known: the stuck job is soon overdue
-            polling.scheduler_for(limiter).durations.add(0.5)
+            polling.durations_for(limiter).add(0.5)
         stuck = submit("a stuck job")
         others = [submit(f"a lighthouse {number}") for number in range(5)]
         stuck_wait = asyncio.create_task(event_of(trigger(stuck)))
@@ -135,9 +136,9 @@ class TestOrder:
     ):
         nextleg_emulator.configure(concurrency=1, min_duration=100.0, max_duration=100.0)  # 1 s each
         pace(0.02)
-        limiter = await NextLegHook().arate_limiter()
+        limiter = read_connection(NextLegHook.default_conn_name).limiter
         for _ in range(polling.LEARN_AFTER):
-            polling.scheduler_for(limiter).durations.add(1.0)
+            polling.durations_for(limiter).add(1.0)
         first, second = submit("first in line"), submit("second in line")
 
         await asyncio.gather(event_of(trigger(first)), event_of(trigger(second)))
