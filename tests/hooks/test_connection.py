@@ -99,7 +99,9 @@ class TestFields:
     def test_base_url(self, fields, base_url):
         assert settings_of(**fields).base_url == base_url
 
-    @pytest.mark.parametrize("host", ["ftp://files.example", "http://", "https://[::1"])
+    @pytest.mark.parametrize(
+        "host", ["ftp://files.example", "http://", "https://[::1", "not a url at all", "http://a b.example"]
+    )
     def test_bad_base_url(self, host):
         with pytest.raises(NextLegInputError, match="not an http\\(s\\) URL"):
             settings_of(host=host)
