@@ -1,4 +1,9 @@
-"""``nextleg-emulator``: serve the NextLeg emulator in the foreground until SIGINT or SIGTERM."""
+"""``nextleg-emulator``: serve the NextLeg emulator in the foreground until SIGINT or SIGTERM.
+
+A bad flag, a bad setting, or an address it cannot listen on ends it at once with one line on stderr that
+names the flag and what it accepts, and exit status 2, the way argparse reports usage errors; never with
+a traceback, and never with a server that answers 500 to every request.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,62 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import NoReturn
 
-from airflow_provider_nextleg.emulator.server import bind_socket, make_server
 from airflow_provider_nextleg.emulator.settings import (
     DEFAULT_ADMIN_TOKEN,
     DEFAULT_BANNED_WORDS,
     DEFAULT_TOKEN,
     EmulatorSettings,
     FaultSettings,
+    SettingError,
 )
+
+PROG = "nextleg-emulator"
+#: Settings whose flag is not ``--`` and the setting's name in kebab case.
+_FLAGS = {"forced_codes": "--force"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: the usage of some thirty flags would bury it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(_usage_error(f"{message} (see --help)"))
+
+
+def _usage_error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number from 0 to 65535 (0 picks a free one), got {text!r}"
+        )
+    return port
+
+
+def _forced(text: str) -> tuple[str, str]:
+    needle, equals, code = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"takes PROMPT=CODE, got {text!r}")
+    return needle, code
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = EmulatorSettings()
-    parser = argparse.ArgumentParser(
-        prog="nextleg-emulator",
+    parser = _Parser(
+        prog=PROG,
         description="An offline emulator of the NextLeg v2 (Midjourney) API, for demos and tests.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--port", type=_port, default=8765, help="0 picks a free port")
     parser.add_argument("--token", help=f"API token (default: the demo token {DEFAULT_TOKEN!r})")
     parser.add_argument("--admin-token", help=f"token of /_emulator/ (default: {DEFAULT_ADMIN_TOKEN!r})")
     parser.add_argument(
@@ -59,6 +100,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     faults.add_argument("--malformed-rate", type=float, default=0.0, help="probability of truncated JSON")
     faults.add_argument(
         "--force",
+        dest="forced_codes",
+        type=_forced,
         action="append",
         default=[],
         metavar="PROMPT=CODE",
@@ -66,10 +109,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     faults.add_argument("--cdn-forbidden", action="store_true", help="direct image downloads answer 403")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    args = parser.parse_args(argv)
-    if any("=" not in forced for forced in args.force):
-        parser.error("--force takes PROMPT=CODE")
-    return args
+    return parser.parse_args(argv)
 
 
 def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
@@ -96,7 +136,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
             slow_rate=args.slow_rate,
             slow_seconds=args.slow_seconds,
             malformed_rate=args.malformed_rate,
-            forced_codes=dict(forced.split("=", 1) for forced in args.force),
+            forced_codes=dict(args.forced_codes),
             cdn_forbidden=args.cdn_forbidden,
         ),
     )
@@ -111,15 +151,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except ValueError as exc:
-        print(f"nextleg-emulator: {exc}", file=sys.stderr)
-        return 2
+    except SettingError as exc:
+        flags = "/".join(_FLAGS.get(name, f"--{name.replace('_', '-')}") for name in exc.settings)
+        return _usage_error(f"argument {flags}: {exc}")
+    # Imported once the flags are known good, so a usage error answers before the server's stack loads.
+    from airflow_provider_nextleg.emulator.server import bind_socket, make_server
+
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        return _usage_error(
+            f"argument --host/--port: cannot listen on {args.host} port {args.port} ({exc.strerror or exc}); "
+            "give a free --port (0 picks one) and a --host that is an address of this machine"
+        )
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_cleanly)
-    sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     token = "from --token" if args.token else f"the default demo token {DEFAULT_TOKEN!r}"

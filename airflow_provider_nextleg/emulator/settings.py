@@ -1,19 +1,54 @@
-"""Every knob of the emulator, as plain dataclasses.
+"""Every knob of the emulator, as plain dataclasses that refuse values the emulator cannot run with.
 
 Standard library only: the pytest plugin and the admin client import this module, and neither may pull in
-FastAPI, uvicorn or Pillow just to describe a configuration.
+FastAPI, uvicorn or Pillow just to describe a configuration. Each dataclass checks itself when built, so a
+bad value is refused where it enters (the constructor, the CLI, the admin API's ``PATCH settings``) with a
+:class:`SettingError` naming it, not by a 500 on the first request that uses it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Literal
+from urllib.parse import urlsplit
 
 DEFAULT_TOKEN = "emulator-token"
 DEFAULT_ADMIN_TOKEN = "emulator-admin-token"
 DEFAULT_BANNED_WORDS = ("blood", "gore", "nude", "torture")
 #: Not an error code: forced on a prompt (``forced_codes``), it makes the job never finish.
 STALL = "STALL"
+#: The codes Midjourney puts in a failed job's ``content``, the same as the provider's ``ErrorCode`` (a
+#: test keeps the two in step; the emulator does not import the provider, which needs Airflow's stack).
+ERROR_CODES = (
+    "JOB_QUEUED",
+    "QUEUE_FULL",
+    "BOT_TOOK_TOO_LONG_TO_PROCESS_YOUR_COMMAND",
+    "FAILED_TO_PROCESS_YOUR_COMMAND",
+    "FAILED_TO_REQUEST",
+    "INTERNAL_ERROR",
+    "MODERATION_OUTAGE",
+    "NO_FAST_HOURS",
+    "BANNED_PROMPT",
+    "BLOCKED",
+    "IMAGE_BLOCKED",
+    "INVALID_PARAMETER",
+    "INVALID_LINK",
+    "BUTTON_NOT_FOUND",
+    "JOB_ACTION_RESTRICTED",
+    "ALREADY_REQUESTED_UPSCALE",
+    "APPEAL_ACCEPTED",
+    "APPEAL_REJECTED",
+    "PLEASE_SUBSCRIBE_TO_MJ_IN_YOUR_DASHBOARD",
+)
+#: The longest duration or delay, in simulated seconds (about 11 days): with the largest time scale, still
+#: a date a result's timestamps can be written as.
+_MAX_SECONDS = 1e6
+_MAX_TIME_SCALE = 1000.0
+_MIN_TIME_SCALE = 1e-6
+#: More slots than any plan has by far; the queue keeps one heap entry per slot.
+_MAX_CONCURRENCY = 10_000
 
 #: What a scripted fault does. ``status``: answer ``status`` with ``body`` (an nginx-like HTML page for
 #: 502/503/504 when no body is given); ``drop``: close the connection without any response; ``slow``:
@@ -47,10 +82,13 @@ class Fault:
     processed: bool = False
 
     def __post_init__(self) -> None:
-        if not self.path.startswith("/"):
-            raise ValueError(f"fault path must start with '/', got {self.path!r}")
-        if self.count < 1:
-            raise ValueError("fault count must be at least 1")
+        _check(self.path.startswith("/"), f"fault path must start with '/', got {self.path!r}", "fault path")
+        _check_ranges(self, _FAULT_RANGES, prefix="fault ")
+        _check(
+            self.status in _HTTP_STATUSES,
+            f"fault status must be an HTTP status from 100 to 599, got {self.status!r}",
+            "fault status",
+        )
 
 
 @dataclass
@@ -83,15 +121,24 @@ class FaultSettings:
     scripted: list[Fault] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "drop_rate", "slow_rate", "malformed_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
+        _check_ranges(self, _FAULT_SETTINGS_RANGES)
+        for needle, code in self.forced_codes.items():
+            _check(
+                bool(needle.strip()),
+                f"forced_codes needs a prompt substring before each code, got {needle!r} for {code}",
+                "forced_codes",
+            )
+            _check(
+                code in ERROR_CODES or code == STALL,
+                f"forced_codes: {code!r} is not an error code, use one of {', '.join((*ERROR_CODES, STALL))}",
+                "forced_codes",
+            )
 
     def forced_code(self, prompt: str) -> str | None:
         """The code (or :data:`STALL`) forced on ``prompt``: the first needle it contains, ignoring case."""
         lowered = prompt.lower()
         for needle, code in self.forced_codes.items():
-            if needle and needle.lower() in lowered:
+            if needle.lower() in lowered:
                 return code
         return None
 
@@ -99,6 +146,10 @@ class FaultSettings:
 @dataclass
 class EmulatorSettings:
     """The emulator's configuration; every duration is in simulated seconds unless said otherwise.
+
+    Every number must be finite and in a range fit for it (time scale 1e-06 to 1000, concurrency 1 to
+    10000, durations and delays up to 1,000,000 s, ...); anything else raises a :class:`SettingError`
+    that says what is allowed.
 
     :param token: the API token clients send as ``Authorization: Bearer <token>``.
     :param admin_token: the token of the ``/_emulator/`` inspection endpoints (API token refused there).
@@ -146,18 +197,112 @@ class EmulatorSettings:
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
-        if self.time_scale <= 0:
-            raise ValueError("time_scale must be positive")
-        if self.rate_limit_requests < 1 or self.rate_limit_window <= 0:
-            raise ValueError("the rate limit needs at least one request per positive window")
-        if self.concurrency < 1 or self.queue_length < 0:
-            raise ValueError("concurrency must be at least 1 and queue_length not negative")
-        if not 0 < self.min_duration <= self.max_duration:
-            raise ValueError("durations must satisfy 0 < min_duration <= max_duration")
-        if not 0 <= self.min_bot_delay <= self.max_bot_delay:
-            raise ValueError("bot delays must satisfy 0 <= min_bot_delay <= max_bot_delay")
+        for name in ("token", "admin_token"):
+            _check(bool(getattr(self, name)), f"{name} must not be empty: every request would pass", name)
+        _check_ranges(self, _SETTINGS_RANGES)
+        _ordered("min_duration", self.min_duration, "max_duration", self.max_duration)
+        _ordered("min_bot_delay", self.min_bot_delay, "max_bot_delay", self.max_bot_delay)
+        if self.default_webhook is not None:
+            url = urlsplit(self.default_webhook)
+            _check(
+                url.scheme in ("http", "https") and bool(url.hostname) and " " not in self.default_webhook,
+                f"default_webhook must be an http:// or https:// URL, got {self.default_webhook!r}",
+                "default_webhook",
+            )
 
     @property
     def rate_limit_interval(self) -> float:
         """Real seconds between requests that keep a client under the rate limit."""
         return self.rate_limit_window * self.time_scale / self.rate_limit_requests
+
+
+class SettingError(ValueError):
+    """A setting the emulator cannot run with.
+
+    :param message: what is wrong and what is allowed, starting with the setting's name.
+    :param settings: the names of the settings at fault, for a caller that knows them by another name
+        (the CLI names its flags).
+    """
+
+    def __init__(self, message: str, *settings: str) -> None:
+        super().__init__(message)
+        self.settings = settings
+
+
+@dataclass(frozen=True)
+class _Range:
+    """The numbers a setting allows: finite, from ``low`` to ``high``, as ``allowed`` says in words.
+
+    :param above_low: ``low`` itself is excluded.
+    :param whole: only whole numbers (``int``, not ``bool``).
+    """
+
+    low: float
+    high: float
+    allowed: str
+    above_low: bool = False
+    whole: bool = False
+
+    def check(self, name: str, value: float) -> None:
+        # The bounds alone would let infinity through where ``high`` is math.inf.
+        ok = (
+            (not self.whole or (isinstance(value, int) and not isinstance(value, bool)))
+            and math.isfinite(value)
+            and (value > self.low if self.above_low else value >= self.low)
+            and value <= self.high
+        )
+        _check(ok, f"{name} must be {self.allowed}, got {value!r}", name)
+
+
+def _check(ok: bool, message: str, *settings: str) -> None:
+    if not ok:
+        raise SettingError(message, *settings)
+
+
+def _check_ranges(settings: object, ranges: dict[str, _Range], prefix: str = "") -> None:
+    for name, allowed in ranges.items():
+        allowed.check(f"{prefix}{name}", getattr(settings, name))
+
+
+def _ordered(low_name: str, low: float, high_name: str, high: float) -> None:
+    _check(
+        low <= high, f"{low_name} must not exceed {high_name}, got {low!r} > {high!r}", low_name, high_name
+    )
+
+
+_HTTP_STATUSES = frozenset(status.value for status in HTTPStatus)
+_DURATION = _Range(
+    0, _MAX_SECONDS, f"a finite number of seconds above 0, at most {_MAX_SECONDS:,.0f}", above_low=True
+)
+_DELAY = _Range(0, _MAX_SECONDS, f"a finite number of seconds from 0 to {_MAX_SECONDS:,.0f}")
+_PROBABILITY = _Range(0, 1, "a probability between 0 and 1")
+_SETTINGS_RANGES = {
+    "time_scale": _Range(
+        _MIN_TIME_SCALE,
+        _MAX_TIME_SCALE,
+        f"positive: real seconds per simulated second, a finite number from {_MIN_TIME_SCALE:g} "
+        f"to {_MAX_TIME_SCALE:g}",
+    ),
+    "rate_limit_requests": _Range(1, math.inf, "a whole number, at least 1", whole=True),
+    "rate_limit_window": _DURATION,
+    "concurrency": _Range(1, _MAX_CONCURRENCY, f"a whole number from 1 to {_MAX_CONCURRENCY}", whole=True),
+    "queue_length": _Range(0, math.inf, "a whole number, 0 or more", whole=True),
+    "min_duration": _DURATION,
+    "max_duration": _DURATION,
+    "relax_factor": _Range(0, 100, "a finite number above 0, at most 100", above_low=True),
+    "min_bot_delay": _DELAY,
+    "max_bot_delay": _DELAY,
+    "expire_mins": _Range(0, _MAX_SECONDS, "a finite number of minutes above 0", above_low=True),
+    "fast_hours": _Range(0, math.inf, "a finite number of hours, 0 or more"),
+}
+_FAULT_SETTINGS_RANGES = {
+    "error_rate": _PROBABILITY,
+    "drop_rate": _PROBABILITY,
+    "slow_rate": _PROBABILITY,
+    "malformed_rate": _PROBABILITY,
+    "slow_seconds": _DELAY,
+}
+_FAULT_RANGES = {
+    "count": _Range(1, math.inf, "a whole number of requests, at least 1", whole=True),
+    "seconds": _DELAY,
+}
