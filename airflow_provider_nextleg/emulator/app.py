@@ -27,6 +27,7 @@ from airflow_provider_nextleg.emulator.clock import SimClock, iso
 from airflow_provider_nextleg.emulator.faults import FaultInjector, FaultMiddleware
 from airflow_provider_nextleg.emulator.images import render_png
 from airflow_provider_nextleg.emulator.jobs import Job
+from airflow_provider_nextleg.emulator.latency import LatencyMiddleware
 from airflow_provider_nextleg.emulator.prompts import find_banned_word
 from airflow_provider_nextleg.emulator.protocol import (
     ADMIN_PREFIX,
@@ -160,6 +161,8 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     )
     app.state.emulator = state
     app.add_middleware(FaultMiddleware, state=state)
+    # Added last, so outermost: the answers of injected faults are held back too.
+    app.add_middleware(LatencyMiddleware, settings=state.settings)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:

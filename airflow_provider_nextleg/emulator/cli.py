@@ -92,6 +92,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-prefilter", dest="prefilter", action="store_false", help="no 400 on banned words"
     )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=defaults.latency,
+        metavar="SECONDS",
+        help="real seconds every API answer is held back (not the admin API's, not the CDN's)",
+    )
     faults = parser.add_argument_group("faults")
     faults.add_argument("--error-rate", type=float, default=0.0, help="probability of a 500/502/503")
     faults.add_argument("--drop-rate", type=float, default=0.0, help="probability of a dropped connection")
@@ -130,6 +137,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         default_webhook=args.default_webhook,
         banned_words=[word.strip() for word in args.banned_words.split(",") if word.strip()],
         prefilter=args.prefilter,
+        latency=args.latency,
         faults=FaultSettings(
             error_rate=args.error_rate,
             drop_rate=args.drop_rate,

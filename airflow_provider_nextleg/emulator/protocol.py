@@ -109,8 +109,8 @@ def endpoint_key(method: str, path: str) -> str:
 
 
 def is_api_path(path: str) -> bool:
-    """Whether a path outside the admin API is the API proper (``/v2/...``, ``/getImage``) and not the CDN."""
-    return not path.startswith(f"{CDN_PREFIX}/")
+    """Whether a path is the API proper (``/v2/...``, ``/getImage``), neither the admin API nor the CDN."""
+    return not path.startswith((ADMIN_PREFIX, f"{CDN_PREFIX}/"))
 
 
 class Wire:

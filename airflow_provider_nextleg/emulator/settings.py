@@ -171,6 +171,8 @@ class EmulatorSettings:
     :param banned_words: words that make a prompt ``BANNED_PROMPT`` (whole words, case-insensitive).
     :param prefilter: refuse banned prompts at submission with a 400 unless ``ignorePrefilter`` is true.
     :param account_id: the ``accountId`` reported in results.
+    :param latency: real seconds every API answer is held back (not the admin API's, not the CDN's), as
+        over a slow network; the request itself is processed when it arrives.
     :param faults: injected failures, see :class:`FaultSettings`.
     """
 
@@ -194,6 +196,7 @@ class EmulatorSettings:
     banned_words: list[str] = field(default_factory=lambda: list(DEFAULT_BANNED_WORDS))
     prefilter: bool = True
     account_id: str = "emulator-account"
+    latency: float = 0.0
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
@@ -294,6 +297,7 @@ _SETTINGS_RANGES = {
     "max_bot_delay": _DELAY,
     "expire_mins": _Range(0, _MAX_SECONDS, "a finite number of minutes above 0", above_low=True),
     "fast_hours": _Range(0, math.inf, "a finite number of hours, 0 or more"),
+    "latency": _Range(0, 3600, "a finite number of real seconds from 0 to 3,600"),
 }
 _FAULT_SETTINGS_RANGES = {
     "error_rate": _PROBABILITY,

@@ -57,6 +57,9 @@ BAD_FLAGS = [
     (["--port", "http"], "--port"),
     (["--host", "no-such-host.invalid"], "--host"),
     (["--log-level", "loud"], "--log-level"),
+    (["--latency", "-1"], "--latency"),
+    (["--latency", "nan"], "--latency"),
+    (["--latency", "1e9"], "--latency"),
 ]
 
 
@@ -126,6 +129,8 @@ BAD_SETTINGS: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"default_webhook": "http://"}, ("default_webhook",)),
     ({"token": ""}, ("token",)),
     ({"admin_token": ""}, ("admin_token",)),
+    ({"latency": -0.1}, ("latency",)),
+    ({"latency": float("inf")}, ("latency",)),
 ]
 #: (keyword arguments of FaultSettings, the setting the error names)
 BAD_FAULT_SETTINGS: list[tuple[dict[str, Any], str]] = [
