@@ -19,7 +19,7 @@ try:
 except ImportError:  # Airflow 3.1: the task SDK does not export AirflowFailException yet.
     from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
 
-from airflow_provider_nextleg.models import Message, MessageStatus
+from airflow_provider_nextleg.models import JobResult, Message, MessageStatus
 
 _EXCERPT_LENGTH = 200
 
@@ -224,11 +224,11 @@ class NextLegJobIncompleteError(NextLegJobFailedError):
     """A job reported ``progress: "incomplete"``: it did not finish within expireMins."""
 
 
-def job_failure(message: Message, *, endpoint: str | None = None) -> NextLegJobFailedError:
+def job_failure(message: Message | JobResult, *, endpoint: str | None = None) -> NextLegJobFailedError:
     """
-    Build the error for a message that ended without a result (status FAILED or INCOMPLETE).
+    Build the error for a job that ended without a result (status FAILED or INCOMPLETE).
 
-    :param message: the finished message.
+    :param message: the job's last poll, or its result.
     :param endpoint: the call that observed it, for the error text.
     """
     if message.status is MessageStatus.INCOMPLETE:
@@ -252,6 +252,24 @@ def job_failure(message: Message, *, endpoint: str | None = None) -> NextLegJobF
         message_id=message.message_id,
         advice=f"{message.advice} {then}",
     )
+
+
+def read_result(value: object, *, name: str) -> JobResult:
+    """
+    The job result an argument holds (an upstream job operator's output), checked once where it enters.
+
+    :param value: the argument.
+    :param name: the argument's name, for the error.
+    :raises NextLegInputError: naming the argument, the value that does not fit, and what to pass.
+    """
+    try:
+        return JobResult.from_xcom(value)
+    except ValueError as exc:
+        raise NextLegInputError(
+            f"{name} is not a NextLeg job result ({exc}): {value!r:.200}",
+            advice="Pass the output of a NextLeg job operator that waited for its job "
+            "(wait_for_completion=True) or of a MessageSensor. Nothing was sent to NextLeg.",
+        ) from None
 
 
 class NextLegWaitError(NextLegError):

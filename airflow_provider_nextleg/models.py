@@ -1,19 +1,25 @@
-"""Typed results of the NextLeg v2 API, parsed from its JSON.
+"""Typed results of the NextLeg v2 API, parsed from its JSON, and the job result tasks pass on.
 
-Parsing is tolerant of the quirks real responses show (the result wrapped in ``response`` or flat,
-progress as a number or a numeric string, ``createdAt`` as an ISO string or a Firestore timestamp,
+Parsing the API is tolerant of the quirks real responses show (the result wrapped in ``response`` or
+flat, progress as a number or a numeric string, ``createdAt`` as an ISO string or a Firestore timestamp,
 optional fields missing) and strict about what must be there: a parse that cannot tell what happened
 raises ``ValueError`` naming the missing piece, which the hook turns into
 :class:`~airflow_provider_nextleg.exceptions.NextLegMalformedResponseError`.
+
+A finished job travels between tasks as a :class:`JobResult`, in one JSON form (its XCom), read back
+strictly: a value of the wrong type raises ``ValueError``, which
+:func:`~airflow_provider_nextleg.exceptions.read_result` turns into an input error naming the argument.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, TypedDict, cast, get_type_hints
 
 import pendulum
 
@@ -193,7 +199,7 @@ def _has_result(inner: dict[str, Any]) -> bool:
     return bool(kind) and kind not in _IMAGE_RESULT_TYPES and content not in (None, "")
 
 
-def _optional_str(data: dict[str, Any], key: str) -> str | None:
+def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is None or value == "":
         return None
@@ -204,13 +210,19 @@ def _optional_str(data: dict[str, Any], key: str) -> str | None:
     raise ValueError(f"{key!r} should be a string, got {type(value).__name__}")
 
 
-def _str_list(data: dict[str, Any], key: str) -> tuple[str, ...]:
+def _str_list(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = data.get(key)
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
         raise ValueError(f"{key!r} should be a list of strings, got {value!r:.80}")
     return tuple(value)
+
+
+def _content(value: object) -> Content:
+    if value is None or isinstance(value, str | list | dict):
+        return value
+    raise ValueError(f"'content' should be a string, list or object, got {type(value).__name__}")
 
 
 def _progress(value: object) -> int:
@@ -274,8 +286,36 @@ def parse_seed(payload: Any) -> str:
     return seed
 
 
+class _Outcome:
+    """What a job's status and error code mean for a pipeline: one reading for a poll and a result."""
+
+    status: MessageStatus
+    error_code: str | None
+
+    @property
+    def error(self) -> ErrorCode | None:
+        """The known :class:`ErrorCode` of a failed job (``None`` for an unknown code)."""
+        return _KNOWN_CODES.get(self.error_code) if self.error_code else None
+
+    @property
+    def retryable(self) -> bool:
+        """Whether submitting the same request again may succeed (a retryable code, or incomplete)."""
+        if self.status is MessageStatus.INCOMPLETE:
+            return True
+        return self.status is MessageStatus.FAILED and self.error is not None and self.error.retryable
+
+    @property
+    def advice(self) -> str:
+        """What to do about a failed or incomplete job; empty otherwise."""
+        if self.status is MessageStatus.INCOMPLETE:
+            return "The job did not finish within expireMins: submit it again, or poll with a longer one."
+        if self.status is MessageStatus.FAILED:
+            return self.error.advice if self.error else _UNKNOWN_CODE_ADVICE
+        return ""
+
+
 @dataclass(frozen=True)
-class Message:
+class Message(_Outcome):
     """
     One poll of a job (``GET /v2/message/<id>``), or its webhook body.
 
@@ -309,27 +349,6 @@ class Message:
     ref: str | None = None
     seed: str | None = None
     originating_message_id: str | None = None
-
-    @property
-    def error(self) -> ErrorCode | None:
-        """The known :class:`ErrorCode` of a failed message (``None`` for an unknown code)."""
-        return _KNOWN_CODES.get(self.error_code) if self.error_code else None
-
-    @property
-    def retryable(self) -> bool:
-        """Whether submitting the same request again may succeed (a retryable code, or incomplete)."""
-        if self.status is MessageStatus.INCOMPLETE:
-            return True
-        return self.status is MessageStatus.FAILED and self.error is not None and self.error.retryable
-
-    @property
-    def advice(self) -> str:
-        """What to do about a failed or incomplete message; empty otherwise."""
-        if self.status is MessageStatus.INCOMPLETE:
-            return "The job did not finish within expireMins: submit it again, or poll with a longer one."
-        if self.status is MessageStatus.FAILED:
-            return self.error.advice if self.error else _UNKNOWN_CODE_ADVICE
-        return ""
 
     @classmethod
     def from_api(cls, payload: Any, message_id: str) -> Message:
@@ -373,8 +392,6 @@ class Message:
                     "a finished message needs a response with a buttonMessageId (image results), a seed, "
                     "a text result's type and content, or an error code in content"
                 )
-        if not (content is None or isinstance(content, str | list | dict)):
-            raise ValueError(f"'content' should be a string, list or object, got {type(content).__name__}")
         return cls(
             message_id=message_id,
             status=status,
@@ -386,45 +403,160 @@ class Message:
             image_url=_optional_str(inner, "imageUrl"),
             image_urls=_str_list(inner, "imageUrls"),
             type=_optional_str(inner, "type"),
-            content=content,
+            content=_content(content),
             ref=_optional_str(inner, "ref"),
             seed=_optional_str(inner, "seed"),
             originating_message_id=_optional_str(inner, "originatingMessageId"),
         )
 
-    def to_xcom(self) -> dict[str, Any]:
-        """A small JSON-safe dict for XCom and trigger events (progress details left out)."""
-        return {
-            "message_id": self.message_id,
-            "status": self.status.value,
-            "error_code": self.error_code,
-            "button_message_id": self.button_message_id,
-            "buttons": list(self.buttons),
-            "image_url": self.image_url,
-            "image_urls": list(self.image_urls),
-            "content": self.content,
-            "type": self.type,
-            "seed": self.seed,
-            "ref": self.ref,
-        }
+
+class TaskIdentity(TypedDict):
+    """A task instance, and which try of it: the one that submitted a job, or that saved its images."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int | None
+    try_number: int
+
+
+_IDENTITY_TYPES = get_type_hints(TaskIdentity)
+
+
+def _identity(value: object) -> TaskIdentity | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(value.get(name), kind) and not isinstance(value.get(name), bool)
+        for name, kind in _IDENTITY_TYPES.items()
+    ):
+        raise ValueError(
+            "'submitted_by' should name a task instance: dag_id, run_id, task_id (strings), map_index "
+            f"and try_number (integers), got {value!r:.120}"
+        )
+    return cast("TaskIdentity", {name: value[name] for name in _IDENTITY_TYPES})
+
+
+def job_ref(submitted_by: TaskIdentity, ref: str | None = None) -> str:
+    """
+    The ``ref`` a job operator sends with its request: a compact JSON object naming the task instance
+    that submitted the job, with the caller's own ``ref`` under ``"ref"``.
+
+    NextLeg echoes it in the job's result and webhook, so a job can be traced to its task at NextLeg and
+    in a webhook receiver. The provider never reads it back: a result names its submitter and its button
+    itself (:class:`JobResult`).
+
+    :param submitted_by: the submitting task instance.
+    :param ref: the caller's own reference, if any.
+    """
+    fields: dict[str, Any] = dict(submitted_by)
+    if ref is not None:
+        fields["ref"] = ref
+    return json.dumps(fields, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class JobResult(_Outcome):
+    """
+    A finished job as tasks pass it on: a job operator's or the sensor's XCom, and what every downstream
+    consumer (button presses, seeds, saved images) reads.
+
+    Built from the job's last poll by :meth:`from_message`; the operator that submitted the job adds what
+    only it knows (:attr:`button`, :attr:`submitted_by`). Its one JSON form is :meth:`to_xcom`, read back
+    by :meth:`from_xcom`.
+
+    :param message_id: the job's message id.
+    :param status: ``done``; ``failed`` or ``incomplete`` for a job that ended without a result (a
+        waiting task raises that as its error, so only a done result reaches XCom).
+    :param error_code: the code of a failed job (see :class:`ErrorCode`).
+    :param button_message_id: the handle for pressing this result's buttons.
+    :param buttons: the buttons it offers, verbatim.
+    :param image_url: the result (the 2x2 grid for imagine).
+    :param image_urls: the single images of the grid.
+    :param content: the prompt, four prompts (describe), the account's info (a dict).
+    :param type: ``imagine``, ``button``, ``describe``, ``blend``, ``info``, ...
+    :param seed: the job's seed, when the result carries it.
+    :param ref: the ``ref`` as NextLeg echoed it; for a job operator's job, :func:`job_ref`'s JSON.
+    :param button: the button pressed to make this job (a ``ButtonOperator``'s); ``None`` otherwise.
+    :param submitted_by: the task instance whose try submitted the job; ``None`` for a job submitted
+        elsewhere (e.g. one a ``MessageSensor`` waited for).
+    """
+
+    message_id: str
+    status: MessageStatus
+    error_code: str | None = None
+    button_message_id: str | None = None
+    buttons: tuple[str, ...] = ()
+    image_url: str | None = None
+    image_urls: tuple[str, ...] = ()
+    content: Content = None
+    type: str | None = None
+    seed: str | None = None
+    ref: str | None = None
+    button: str | None = None
+    submitted_by: TaskIdentity | None = None
 
     @classmethod
-    def from_xcom(cls, data: dict[str, Any]) -> Message:
+    def from_message(cls, message: Message) -> JobResult:
         """
-        Rebuild a message from :meth:`to_xcom`'s dict.
+        The result of a job whose poll says it ended (done, failed or incomplete).
 
-        :param data: the dict; ``message_id`` and ``status`` are required.
+        :param message: the job's last poll.
         """
+        if not message.status.is_terminal:
+            raise ValueError(f"job {message.message_id} is {message.status.value}, not finished")
         return cls(
-            message_id=data["message_id"],
+            message_id=message.message_id,
+            status=message.status,
+            error_code=message.error_code,
+            button_message_id=message.button_message_id,
+            buttons=message.buttons,
+            image_url=message.image_url,
+            image_urls=message.image_urls,
+            content=message.content,
+            type=message.type,
+            seed=message.seed,
+            ref=message.ref,
+        )
+
+    def to_xcom(self) -> dict[str, Any]:
+        """The result as a small JSON-safe dict, keyed by the field names: for XCom and trigger events."""
+        data = asdict(self)
+        data.update(status=self.status.value, buttons=list(self.buttons), image_urls=list(self.image_urls))
+        return data
+
+    @classmethod
+    def from_xcom(cls, data: object) -> JobResult:
+        """
+        Read :meth:`to_xcom`'s dict back, strictly: ``ValueError`` naming the first value that does not fit.
+
+        ``message_id`` and a finished ``status`` are required; a missing key is an empty value (a result
+        written by an earlier version of the provider names no ``button`` nor ``submitted_by``).
+
+        :param data: the dict.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a job result should be a dict, got {type(data).__name__}")
+        message_id = data.get("message_id")
+        if not isinstance(message_id, str) or not message_id:
+            raise ValueError("a job result needs its message_id")
+        finished = [status.value for status in MessageStatus if status.is_terminal]
+        if data.get("status") not in finished:
+            raise ValueError(
+                f"'status' should be one of {', '.join(finished)}, got {data.get('status')!r:.80}"
+            )
+        return cls(
+            message_id=message_id,
             status=MessageStatus(data["status"]),
-            error_code=data.get("error_code"),
-            button_message_id=data.get("button_message_id"),
-            buttons=tuple(data.get("buttons") or ()),
-            image_url=data.get("image_url"),
-            image_urls=tuple(data.get("image_urls") or ()),
-            content=data.get("content"),
-            type=data.get("type"),
-            seed=data.get("seed"),
-            ref=data.get("ref"),
+            error_code=_optional_str(data, "error_code"),
+            button_message_id=_optional_str(data, "button_message_id"),
+            buttons=_str_list(data, "buttons"),
+            image_url=_optional_str(data, "image_url"),
+            image_urls=_str_list(data, "image_urls"),
+            content=_content(data.get("content")),
+            type=_optional_str(data, "type"),
+            seed=_optional_str(data, "seed"),
+            ref=_optional_str(data, "ref"),
+            button=_optional_str(data, "button"),
+            submitted_by=_identity(data.get("submitted_by")),
         )

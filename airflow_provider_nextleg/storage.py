@@ -58,8 +58,9 @@ from airflow_provider_nextleg.exceptions import (
     NextLegInputError,
     NextLegMalformedResponseError,
     NextLegServerError,
+    read_result,
 )
-from airflow_provider_nextleg.models import Message, MessageStatus
+from airflow_provider_nextleg.models import JobResult, MessageStatus
 
 if TYPE_CHECKING:
     from airflow_provider_nextleg.hooks.nextleg import NextLegHook
@@ -116,13 +117,17 @@ class Manifest:
     :param message_id: the job's message id.
     :param type: the job's type (``imagine``, ``button``, ``blend``).
     :param prompt: the prompt, as the result's ``content`` reports it.
-    :param button: the button pressed to make this job (``V1``, ``U2``...), where known.
+    :param button: the button pressed to make this job (``V1``, ``U2``...): the saving task's ``button``
+        argument, else the one the result names (a ``ButtonOperator``'s result names its own).
     :param button_message_id: the handle for pressing this job's buttons.
     :param buttons: the buttons the job offers.
     :param seed: the job's seed, where the result carries it.
-    :param ref: the caller's own ``ref``, as the job operator sent it under ``"ref"`` (or the raw ``ref``).
-    :param submitted_by: the task that submitted the job (dag_id, run_id, task_id, map_index, try_number),
-        decoded from the result's ``ref``.
+    :param ref: the job's ``ref`` as NextLeg echoed it, unparsed: for a job operator's job, the JSON object
+        of :func:`~airflow_provider_nextleg.models.job_ref` (the submitting task, your own ``ref`` under
+        ``"ref"``).
+    :param submitted_by: the task instance whose try submitted the job (dag_id, run_id, task_id,
+        map_index, try_number), as the result names it; ``None`` for a result that does not (one a
+        ``MessageSensor`` waited for).
     :param saved_by: the task that saved the images, in the same shape.
     :param created_at: when the images were first saved (ISO 8601, UTC); a rerun keeps it.
     :param files: the saved images.
@@ -243,29 +248,28 @@ def save_job_images(
     """
     Save a finished job's images and their manifest into ``destination``; files already saved are kept.
 
-    :param result: the job's result: a job operator's output (``Message.to_xcom()``); it must be done
+    :param result: the job's result: a job operator's output (``JobResult.to_xcom()``); it must be done
         and carry images.
     :param destination: the folder, as an ``ObjectStoragePath`` or its URI (``file:///data/nextleg/``,
         ``s3://my_conn@bucket/images/``); created if missing.
     :param hook: the NextLeg hook, used only for ``POST /getImage`` when an image host answers 403.
-    :param button: the button pressed to make this job (a ``ButtonOperator``'s ``button``), for the
-        manifest; by default read from the result's ``ref`` when it names one.
+    :param button: the button pressed to make this job, for the manifest; by default the one the result
+        names.
     :param saved_by: the saving task (dag_id, run_id, task_id, map_index, try_number), for the manifest.
     :param max_bytes: largest image accepted; a bigger one fails the step and leaves no file.
     :param timeout: seconds a direct download may wait for the next bytes.
     :param max_attempts: attempts per direct download, retried on 429, 5xx and broken connections.
     :param retry_wait: first pause between attempts in seconds; it doubles with each attempt.
     """
-    message = _finished_message(result)
-    stem = _safe_stem(message.message_id)
-    planned = _planned_images(message, stem)
+    job = _finished_result(result)
+    stem = _safe_stem(job.message_id)
+    planned = _planned_images(job, stem)
     downloader = _Downloader(hook, max_bytes, timeout, max_attempts, retry_wait)
     folder = _as_path(destination)
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / f"{stem}.json"
     earlier = _earlier_manifest(manifest_path)
     kept = {image.name: image for image in earlier.files} if earlier else {}
-    submitted_by, ref = _decode_ref(message.ref)
     files: list[SavedImage] = []
     reused = 0
     with downloader:
@@ -277,20 +281,18 @@ def save_job_images(
                 reused += 1
                 continue
             files.append(downloader.save(url, target, role=role, index=index))
-            log.info(
-                "Job %s: saved %s (%d of %d images)", message.message_id, target, len(files), len(planned)
-            )
+            log.info("Job %s: saved %s (%d of %d images)", job.message_id, target, len(files), len(planned))
     manifest = Manifest(
         path=str(manifest_path),
-        message_id=message.message_id,
-        type=message.type,
-        prompt=message.content if isinstance(message.content, str) else None,
-        button=button or (submitted_by or {}).get("button"),
-        button_message_id=message.button_message_id,
-        buttons=message.buttons,
-        seed=message.seed,
-        ref=ref,
-        submitted_by=submitted_by,
+        message_id=job.message_id,
+        type=job.type,
+        prompt=job.content if isinstance(job.content, str) else None,
+        button=button or job.button,
+        button_message_id=job.button_message_id,
+        buttons=job.buttons,
+        seed=job.seed,
+        ref=job.ref,
+        submitted_by=dict(job.submitted_by) if job.submitted_by is not None else None,
         saved_by=dict(saved_by) if saved_by is not None else None,
         created_at=earlier.created_at if earlier else datetime.now(timezone.utc).isoformat(),
         files=tuple(files),
@@ -298,7 +300,7 @@ def save_job_images(
     _write_atomically(manifest_path, [json.dumps(manifest.to_dict(), indent=2).encode()])
     log.info(
         "Job %s: %d images in %s (%d already there), manifest %s",
-        message.message_id,
+        job.message_id,
         len(files),
         folder,
         reused,
@@ -357,38 +359,32 @@ def _safe_stem(message_id: str) -> str:
     return stem
 
 
-def _finished_message(result: Mapping[str, Any]) -> Message:
-    """The result as a message that is done and has images; ``NextLegInputError`` otherwise."""
-    try:
-        message = Message.from_xcom(dict(result))
-    except (KeyError, ValueError, TypeError) as exc:
+def _finished_result(result: object) -> JobResult:
+    """The result of a job that is done and has images; ``NextLegInputError`` otherwise."""
+    job = read_result(result, name="result")
+    if job.status is not MessageStatus.DONE or not (job.image_url or job.image_urls):
         raise NextLegInputError(
-            f"result {result!r:.200} is not a NextLeg job result ({type(exc).__name__}: {exc})",
-            advice="Pass the output of a NextLeg job operator that waited for its job.",
-        ) from None
-    if message.status is not MessageStatus.DONE or not (message.image_url or message.image_urls):
-        raise NextLegInputError(
-            f"job {message.message_id} is {message.status.value} with no images to save",
-            message_id=message.message_id,
+            f"job {job.message_id} is {job.status.value} with no images to save",
+            message_id=job.message_id,
             advice="Save the output of an imagine, button or blend job that finished with images.",
         )
-    return message
+    return job
 
 
-def _planned_images(message: Message, stem: str) -> list[tuple[str, int | None, str, str]]:
+def _planned_images(job: JobResult, stem: str) -> list[tuple[str, int | None, str, str]]:
     """
     ``(role, index, url, name)`` of each image to save.
 
     ``image_url`` is the grid when it is not among ``image_urls``; a job with ``image_url`` alone (an
     upscale, in some responses) has that one image.
     """
-    urls = list(message.image_urls)
+    urls = list(job.image_urls)
     planned: list[tuple[str, int | None, str, str]] = []
-    if message.image_url and message.image_url not in urls:
+    if job.image_url and job.image_url not in urls:
         if urls:
-            planned.append(("grid", None, message.image_url, f"{stem}_grid"))
+            planned.append(("grid", None, job.image_url, f"{stem}_grid"))
         else:
-            urls = [message.image_url]
+            urls = [job.image_url]
     planned += [("image", index, url, f"{stem}_{index}") for index, url in enumerate(urls)]
     return [
         (role, index, validation.check_url(url, name="image URL"), name + _suffix(url))
@@ -400,23 +396,6 @@ def _suffix(url: str) -> str:
     """The file suffix: the URL's own if it is an image suffix, else ``.png`` (what Midjourney serves)."""
     suffix = posixpath.splitext(urlsplit(url).path)[1].lower()
     return suffix if suffix in _IMAGE_SUFFIXES else ".png"
-
-
-def _decode_ref(ref: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """
-    The submitting task and the caller's own ref, from the ``ref`` a job operator sent.
-
-    Job operators send ``{"dag_id", "run_id", "task_id", "map_index", "try_number", "ref"?}``; any other
-    ``ref`` is the caller's own, kept as it is.
-    """
-    try:
-        decoded = json.loads(ref) if ref else None
-    except ValueError:
-        decoded = None
-    if not isinstance(decoded, dict) or "dag_id" not in decoded:
-        return None, ref
-    own = decoded.pop("ref", None)
-    return decoded, None if own is None else str(own)
 
 
 def _earlier_manifest(path: ObjectStoragePath) -> Manifest | None:

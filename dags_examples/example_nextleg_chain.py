@@ -7,13 +7,14 @@ the Airflow way and carried one step further to an upscale:
 * ``ImagineOperator`` submits the prompt and waits for the 2x2 grid. Waiting is deferred to the
   triggerer where ``[operators] default_deferrable`` is on (no worker slot held while Midjourney works);
   otherwise the worker polls with the same rules.
-* Each operator returns the finished result (message id, button message id, buttons, image URLs) as its
-  XCom, so the next step takes ``upstream.output`` and presses one of the buttons it offers. A button the
-  result does not offer fails the task before anything is sent (and paid for).
+* Each operator returns the finished result (message id, button message id, buttons, image URLs, the
+  button that made it, the task that submitted it) as its XCom, so the next step takes
+  ``upstream.output`` and presses one of the buttons it offers. A button the result does not offer fails
+  the task before anything is sent (and paid for).
 * A retry never pays twice: a retried task whose job is still running waits for it, and one whose job
   already finished reuses its result (Airflow 3.3's task state store).
-* ``SaveImagesOperator`` writes each result's images, with a JSON manifest (prompt, buttons, sha256 of
-  every file), into ``<root>/<dag_id>/<run_id>/``; CDN links expire, files do not. The root comes from
+* ``SaveImagesOperator`` writes each result's images, with a JSON manifest (prompt, the button that
+  made them, buttons, sha256 of every file), into ``<root>/<dag_id>/<run_id>/``; CDN links expire, files do not. The root comes from
   ``NEXTLEG_IMAGES_ROOT`` (default ``file:///tmp/nextleg-images``; any ``ObjectStoragePath`` URI, such as
   ``s3://aws_default@bucket/prefix``). The last task writes ``contact_sheet.html`` there: prompt, grid,
   variation and upscale side by side.

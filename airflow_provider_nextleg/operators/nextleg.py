@@ -3,7 +3,7 @@
 Each job operator checks its arguments before anything is sent, submits one job, and by default waits
 for it: deferred to the triggerer (no worker slot held) or, where there is no triggerer, by running the
 same trigger on the worker. The finished result is returned as a small JSON XCom (see
-:meth:`~airflow_provider_nextleg.models.Message.to_xcom`), so the next operator takes ``upstream.output``.
+:class:`~airflow_provider_nextleg.models.JobResult`), so the next operator takes ``upstream.output``.
 
 **Retries never pay twice.** On Airflow 3.3 and later the submitted message id is kept in the task
 instance's ``task_state_store``, which survives retries: a retry whose job is still running waits for
@@ -25,6 +25,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -34,11 +35,19 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
 from airflow_provider_nextleg import validation
-from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegNotFoundError
+from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegNotFoundError, read_result
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
-from airflow_provider_nextleg.models import Message, MessageStatus, SubmitResult
+from airflow_provider_nextleg.models import (
+    JobResult,
+    Message,
+    MessageStatus,
+    SubmitResult,
+    TaskIdentity,
+    job_ref,
+)
 from airflow_provider_nextleg.triggers.nextleg import (
     NextLegMessageTrigger,
+    job_result,
     read_event,
     wait_in_process,
 )
@@ -49,7 +58,8 @@ if TYPE_CHECKING:
 IMAGE_URL_XCOM_KEY = "nextleg_image_url"
 MESSAGE_ID_XCOM_KEY = "nextleg_message_id"
 STATE_KEY = "nextleg_job"
-"""The task state store key holding ``{"message_id", "request"}`` of the job this task instance submitted."""
+"""The task state store key holding ``{"message_id", "request", "submitted_by"}`` of the job this task
+instance submitted: its id, its request's fingerprint, and the try that submitted it."""
 
 SEED_BUTTON = "✉️"
 """The button that returns a finished job's seed; NextLeg accepts it on any finished image result."""
@@ -68,8 +78,8 @@ def task_state_store(context: Context) -> Any:
     return cast("Mapping[str, Any]", context).get("task_state_store")
 
 
-def task_instance_identity(context: Context) -> dict[str, Any]:
-    """Which task instance, and which try of it, is running: for refs and manifests."""
+def task_instance_identity(context: Context) -> TaskIdentity:
+    """Which task instance, and which try of it, is running: for refs, results and manifests."""
     ti = context["ti"]
     return {
         "dag_id": ti.dag_id,
@@ -108,9 +118,9 @@ class NextLegJobOperator(BaseOperator):
 
     :param nextleg_conn_id: the nextleg connection.
     :param ref: your own reference for the job. NextLeg echoes ``ref`` in the result and the webhook;
-        this operator sends a JSON object naming the task instance that submitted (dag, run, task, map
-        index, try; a button press names its ``button`` too) with your ``ref`` under ``"ref"``, so every
-        job can be traced back to its task.
+        this operator sends :func:`~airflow_provider_nextleg.models.job_ref`, a JSON object naming the
+        task instance that submitted (dag, run, task, map index, try) with your ``ref`` under ``"ref"``,
+        so every job can be traced back to its task.
     :param webhook_override: a URL that receives the result instead of the account's webhook.
     :param wait_for_completion: wait for the job and return its result (the default); otherwise return
         ``{"message_id": ...}`` as soon as it is submitted.
@@ -187,9 +197,9 @@ class NextLegJobOperator(BaseOperator):
         """Whether the job gives a text answer within seconds, rather than drawing for a minute."""
         return False
 
-    def ref_details(self) -> dict[str, Any]:
-        """What the job's ``ref`` says of the request, beside the task instance that submitted it."""
-        return {}
+    def pressed_button(self) -> str | None:
+        """The button this operator presses, which its result names; ``None`` for jobs of no button."""
+        return None
 
     # --- the job's life ----------------------------------------------------------------------------
 
@@ -205,14 +215,16 @@ class NextLegJobOperator(BaseOperator):
         fingerprint = self._fingerprint()
         earlier = self._earlier_job(context, fingerprint)
         if earlier is not None and earlier.status is MessageStatus.DONE:
-            return self._finish(context, earlier)
+            return self._finish(context, job_result(earlier))
         if earlier is not None:
             message_id = earlier.message_id
         else:
-            message_id = self.submit(self._job_ref(context)).message_id
+            submitted_by = task_instance_identity(context)
+            message_id = self.submit(job_ref(submitted_by, self.ref)).message_id
             store = task_state_store(context)
             if store is not None:
-                store.set(STATE_KEY, {"message_id": message_id, "request": fingerprint})
+                job = {"message_id": message_id, "request": fingerprint, "submitted_by": submitted_by}
+                store.set(STATE_KEY, job)
             self.log.info("Submitted NextLeg job %s (%s).", message_id, self.endpoint)
         context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")  # the link is empty until the job ends
@@ -232,9 +244,8 @@ class NextLegJobOperator(BaseOperator):
         That is a job still running (wait for it) or done (reuse its result); ``None`` when there is
         none to reuse: no task state store, a different request, a failed or expired job, an unknown id.
         """
-        store = task_state_store(context)
-        stored = store.get(STATE_KEY) if store is not None else None
-        if not isinstance(stored, dict) or not isinstance(stored.get("message_id"), str):
+        stored = self._stored_job(context)
+        if stored is None:
             return None
         message_id = stored["message_id"]
         if stored.get("request") != fingerprint:
@@ -262,17 +273,25 @@ class NextLegJobOperator(BaseOperator):
         return None
 
     @staticmethod
+    def _stored_job(context: Context) -> dict[str, Any] | None:
+        """What the task state store holds of the job this task instance submitted, if anything."""
+        store = task_state_store(context)
+        stored = store.get(STATE_KEY) if store is not None else None
+        return stored if isinstance(stored, dict) and isinstance(stored.get("message_id"), str) else None
+
+    def _submitter(self, context: Context, message_id: str) -> TaskIdentity:
+        """The try that submitted the job: the stored one when this try resumed it, else this try."""
+        stored = self._stored_job(context)
+        if stored is not None and stored["message_id"] == message_id and stored.get("submitted_by"):
+            return stored["submitted_by"]
+        return task_instance_identity(context)
+
+    @staticmethod
     def _forget_job(context: Context) -> None:
         """The task got what it wanted from its job: a later clear of it is a request for a new one."""
         store = task_state_store(context)
         if store is not None:
             store.delete(STATE_KEY)
-
-    def _job_ref(self, context: Context) -> str:
-        ref = {**task_instance_identity(context), **self.ref_details()}
-        if self.ref is not None:
-            ref["ref"] = self.ref
-        return json.dumps(ref, separators=(",", ":"))
 
     def _trigger(self, message_id: str) -> NextLegMessageTrigger:
         return NextLegMessageTrigger(
@@ -307,19 +326,25 @@ class NextLegJobOperator(BaseOperator):
         """Turn the wait's event into the task's result, or its error (terminal codes are not retried)."""
         return self._finish(context, read_event(event))
 
-    def _finish(self, context: Context, message: Message) -> dict[str, Any]:
+    def _finish(self, context: Context, result: JobResult) -> dict[str, Any]:
+        """The task's result: the job's, naming the button pressed and the try that submitted the job."""
+        result = replace(
+            result,
+            button=self.pressed_button(),
+            submitted_by=self._submitter(context, result.message_id),
+        )
         ti = context["ti"]
-        ti.xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message.message_id)
-        if message.image_url:
-            ti.xcom_push(key=IMAGE_URL_XCOM_KEY, value=message.image_url)
+        ti.xcom_push(key=MESSAGE_ID_XCOM_KEY, value=result.message_id)
+        if result.image_url:
+            ti.xcom_push(key=IMAGE_URL_XCOM_KEY, value=result.image_url)
         self._forget_job(context)
         self.log.info(
             "NextLeg job %s finished: %s%s",
-            message.message_id,
-            message.image_url or "no image",
-            f"; buttons: {', '.join(message.buttons)}" if message.buttons else "",
+            result.message_id,
+            result.image_url or "no image",
+            f"; buttons: {', '.join(result.buttons)}" if result.buttons else "",
         )
-        return message.to_xcom()
+        return result.to_xcom()
 
 
 class ImagineOperator(NextLegJobOperator):
@@ -365,7 +390,8 @@ class ButtonOperator(NextLegJobOperator):
     ``✉️`` returns the job's seed (in the result's ``seed``).
 
     Given an upstream result (``imagine.output``), the button is checked against the buttons that
-    result offers before anything is sent. Map it to press several:
+    result offers before anything is sent. The result names the button it was made with (``button``).
+    Map it to press several:
     ``ButtonOperator.partial(task_id="upscale", message=imagine.output).expand(button=["U1", "U2"])``.
 
     :param message: the finished result to press the button on (an upstream operator's output), or its
@@ -378,6 +404,8 @@ class ButtonOperator(NextLegJobOperator):
 
     template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "message", "button", "prompt")
     endpoint = "POST /v2/button"
+    _button_message_id: str
+    """The handle to press the button on: from the upstream result or as given, checked by check_inputs."""
 
     def __init__(
         self,
@@ -396,38 +424,38 @@ class ButtonOperator(NextLegJobOperator):
         self.zoom = zoom
         self.ar = ar
 
-    @property
-    def button_message_id(self) -> str:
-        """The handle to press the button on, from the upstream result or as given."""
-        if isinstance(self.message, str):
-            return validation.check_message_id(self.message, name="message")
-        button_message_id = self.message.get("button_message_id") if isinstance(self.message, dict) else None
-        if not button_message_id:
-            raise NextLegInputError(
-                f"message has no button_message_id: {self.message!r:.200}",
-                advice="Pass the output of an operator that waited for its job (wait_for_completion=True), "
-                "or a button message id. Nothing was sent to NextLeg.",
-            )
-        return validation.check_message_id(button_message_id, name="message's button_message_id")
-
     def check_inputs(self) -> None:
         """The button must be one the upstream result offers; Custom Zoom's options must fit it."""
         self.button = validation.check_text(self.button, name="button")
-        button_message_id = self.button_message_id
-        if isinstance(self.message, dict) and self.button != SEED_BUTTON:
-            offered = self.message.get("buttons") or []
-            if self.button not in offered:
-                raise NextLegInputError(
-                    f"button {self.button!r} is not offered by the result {button_message_id}",
-                    advice=f"Press one of its buttons: {', '.join(offered) or 'none'} (or {SEED_BUTTON} for "
-                    "the seed). Nothing was sent to NextLeg.",
-                )
+        if isinstance(self.message, str):
+            self._button_message_id = validation.check_message_id(self.message, name="message")
+        else:
+            self._button_message_id = self._offered_on(read_result(self.message, name="message"))
         validation.check_custom_zoom(self.button, self.zoom, self.ar, self.prompt)
+
+    def _offered_on(self, upstream: JobResult) -> str:
+        """The upstream result's button message id, if the result offers this operator's button."""
+        if not upstream.button_message_id:
+            raise NextLegInputError(
+                f"the result {upstream.message_id} given as message has no button_message_id",
+                advice="Pass the output of an operator that waited for its job (wait_for_completion=True), "
+                "or a button message id. Nothing was sent to NextLeg.",
+            )
+        button_message_id = validation.check_message_id(
+            upstream.button_message_id, name="message's button_message_id"
+        )
+        if self.button != SEED_BUTTON and self.button not in upstream.buttons:
+            raise NextLegInputError(
+                f"button {self.button!r} is not offered by the result {button_message_id}",
+                advice=f"Press one of its buttons: {', '.join(upstream.buttons) or 'none'} (or {SEED_BUTTON} "
+                "for the seed). Nothing was sent to NextLeg.",
+            )
+        return button_message_id
 
     def request_fingerprint(self) -> dict[str, Any]:
         """The result, the button and the Custom Zoom options."""
         return {
-            "button_message_id": self.button_message_id,
+            "button_message_id": self._button_message_id,
             "button": self.button,
             "prompt": self.prompt,
             "zoom": self.zoom,
@@ -438,15 +466,15 @@ class ButtonOperator(NextLegJobOperator):
         """``✉️`` and ``❤️ Favorite`` answer at once; the other buttons draw."""
         return self.button in QUICK_BUTTONS
 
-    def ref_details(self) -> dict[str, Any]:
-        """The button: the result's manifest (:class:`SaveImagesOperator`) says which one made it."""
-        return {"button": self.button}
+    def pressed_button(self) -> str:
+        """The button: the result names it, and so does the manifest of its saved images."""
+        return self.button
 
     def submit(self, ref: str) -> SubmitResult:
         """Press the button."""
         return self.hook.button(
             self.button,
-            self.button_message_id,
+            self._button_message_id,
             ref=ref,
             webhook_override=self.webhook_override,
             prompt=self.prompt,
@@ -539,7 +567,10 @@ class SeedOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, str]:
         """Ask for the seed."""
-        message_id = self.message.get("message_id") if isinstance(self.message, dict) else self.message
+        if isinstance(self.message, str):
+            message_id = self.message
+        else:
+            message_id = read_result(self.message, name="message").message_id
         message_id = validation.check_message_id(message_id, name="message")
         seed = NextLegHook(self.nextleg_conn_id).get_seed(message_id)
         self.log.info("NextLeg job %s has seed %s.", message_id, seed)

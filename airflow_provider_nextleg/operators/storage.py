@@ -69,8 +69,8 @@ class SaveImagesOperator(BaseOperator):
         (``{{ ds }}`` is undefined in a run without a logical date; ``{{ dag_run.run_after | ds }}`` is not.)
     :param nextleg_conn_id: the nextleg connection, used only to fetch images through ``POST /getImage``
         when their host answers 403.
-    :param button: the button that made this job (templated), for the manifest: a ButtonOperator's result
-        does not name it.
+    :param button: the button that made this job (templated), for the manifest; by default the one the
+        result names (a ButtonOperator's result names its own).
     :param max_bytes: largest image accepted; a bigger one fails the task and leaves no file.
     :param timeout: seconds a direct download may wait for the next bytes.
     """

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from airflow_provider_nextleg.triggers.nextleg import (
     TRANSIENT_ERRORS,
     NextLegMessageTrigger,
     Progress,
-    finished_event,
+    job_result,
     log_progress,
     read_event,
 )
@@ -93,7 +94,9 @@ class MessageSensor(BaseSensorOperator):
             return super().execute(context)
         message = self._poll()
         if message is not None and message.status.is_terminal:
-            return self.execute_complete(context, finished_event(message))
+            with self._failures():
+                result = job_result(message)
+            return result.to_xcom()
         self.log.info("Waiting for NextLeg job %s in the triggerer.", self.message_id)
         self.defer(
             trigger=NextLegMessageTrigger(
@@ -123,19 +126,25 @@ class MessageSensor(BaseSensorOperator):
         if not message.status.is_terminal:
             self._shown = log_progress(self.log, message, self._shown)
             return False
-        result = self.execute_complete(context, finished_event(message))  # a failure raises (or skips)
-        return PokeReturnValue(is_done=True, xcom_value=result)
+        with self._failures():
+            result = job_result(message)
+        return PokeReturnValue(is_done=True, xcom_value=result.to_xcom())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """
-        The wait's event (the trigger's, or a poll's on the worker): the result, or the job's failure, or
-        a sensor timeout.
+        """The trigger's event: the result, or the job's failure, or a sensor timeout."""
+        with self._failures():
+            result = read_event(event)
+        return result.to_xcom()
 
-        As with every Airflow sensor, ``soft_fail=True`` turns any of these failures into a skip (Airflow
-        does it itself only for some exceptions, and 3.1 not for deferred sensors).
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """
+        The wait's failures as a sensor's: a passed deadline is a sensor timeout, and, as with every
+        Airflow sensor, ``soft_fail=True`` turns any failure into a skip (Airflow does it itself only for
+        some exceptions, and 3.1 not for deferred sensors).
         """
         try:
-            return read_event(event).to_xcom()
+            yield
         except AirflowException as exc:
             if self.soft_fail:
                 raise AirflowSkipException(f"Skipping as soft_fail is set: {exc}") from exc

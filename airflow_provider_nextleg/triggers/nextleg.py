@@ -25,7 +25,7 @@ from airflow_provider_nextleg.exceptions import (
     job_failure,
 )
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
-from airflow_provider_nextleg.models import Message, MessageStatus
+from airflow_provider_nextleg.models import JobResult, Message, MessageStatus
 from airflow_provider_nextleg.polling import TRANSIENT_ERRORS, watch_message
 
 TIMEOUT = "timeout"
@@ -38,9 +38,10 @@ class NextLegMessageTrigger(BaseTrigger):
     Wait for a NextLeg message to reach a final state, then fire one event.
 
     The event's payload: ``status`` (``done``, ``failed``, ``incomplete``, ``timeout`` or ``error``),
-    ``message_id``, ``message`` (the result, :meth:`Message.to_xcom`, for a final state) and ``error``
-    (for ``timeout`` and ``error``: the error, whole, from
-    :func:`~airflow_provider_nextleg.exceptions.error_to_payload`).
+    ``message_id``, ``result`` (the finished job, :meth:`JobResult.to_xcom`; ``None`` for ``timeout`` and
+    ``error``) and, for ``timeout`` and ``error``, ``error``: the error, whole, as
+    :func:`~airflow_provider_nextleg.exceptions.error_to_payload` describes it. :func:`read_event` is
+    its one reader.
     429s, 5xx answers, dropped connections and garbled answers delay the wait without ending it; a
     refused token or an unknown message ends it.
 
@@ -117,7 +118,7 @@ class NextLegMessageTrigger(BaseTrigger):
                     finally:
                         timeout = self._time_left()
                     if message.status.is_terminal:
-                        return finished_event(message)
+                        return self._ended(JobResult.from_message(message))
                     shown = log_progress(self.log, message, shown)
         except Exception as exc:  # the event carries it to the task, which raises it again
             return self._stopped(ERROR, exc)
@@ -125,11 +126,14 @@ class NextLegMessageTrigger(BaseTrigger):
     def _time_left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.time())
 
+    def _ended(self, result: JobResult) -> dict[str, Any]:
+        return {"status": result.status.value, "message_id": self.message_id, "result": result.to_xcom()}
+
     def _stopped(self, status: str, error: Exception) -> dict[str, Any]:
         return {
             "status": status,
             "message_id": self.message_id,
-            "message": None,
+            "result": None,
             "error": error_to_payload(error, message_id=self.message_id),
         }
 
@@ -166,19 +170,19 @@ def log_progress(log: _Log, message: Message, shown: Progress | None) -> Progres
     return now
 
 
-def finished_event(message: Message) -> dict[str, Any]:
-    """The event payload for a message in a final state (also what a waiting task reads back)."""
-    return {
-        "status": message.status.value,
-        "message_id": message.message_id,
-        "message": message.to_xcom(),
-        "error": None,
-    }
-
-
-def read_event(event: dict[str, Any]) -> Message:
+def job_result(message: Message) -> JobResult:
     """
-    The finished message an event reports, or the error it stands for, raised.
+    The result of a job whose poll says it ended, or its failure, raised: what a task makes of a finished
+    job it looked at itself (the sensor's pokes, a look before deferring, a retry's earlier job).
+
+    :param message: the poll, in a final state.
+    """
+    return _succeeded(JobResult.from_message(message))
+
+
+def read_event(event: dict[str, Any]) -> JobResult:
+    """
+    The finished job an event reports, or the error it stands for, raised.
 
     A failed or incomplete job raises :func:`~airflow_provider_nextleg.exceptions.job_failure`'s error
     (terminal codes fail the task without retries); ``timeout`` raises
@@ -187,15 +191,24 @@ def read_event(event: dict[str, Any]) -> Message:
 
     :param event: the payload of a :class:`NextLegMessageTrigger` event.
     """
-    status = event.get("status") if isinstance(event, dict) else None
-    if status in (TIMEOUT, ERROR) and isinstance(event.get("error"), dict):
-        raise error_from_payload(event["error"])
-    if status not in {member.value for member in MessageStatus} or not isinstance(event.get("message"), dict):
+    payload = event if isinstance(event, dict) else {}
+    status = payload.get("status")
+    if status in (TIMEOUT, ERROR) and isinstance(payload.get("error"), dict):
+        raise error_from_payload(payload["error"])
+    try:
+        result: JobResult | None = JobResult.from_xcom(payload.get("result"))
+    except ValueError:
+        result = None
+    if result is None or result.status.value != status:
         raise NextLegError(f"the wait ended with an event this provider does not know: {event!r:.300}")
-    message = Message.from_xcom(event["message"])
-    if message.status is not MessageStatus.DONE:
-        raise job_failure(message, endpoint="GET /v2/message")
-    return message
+    return _succeeded(result)
+
+
+def _succeeded(result: JobResult) -> JobResult:
+    """The result of a job done; the failure of one that ended without a result, raised."""
+    if result.status is not MessageStatus.DONE:
+        raise job_failure(result, endpoint="GET /v2/message")
+    return result
 
 
 @overload

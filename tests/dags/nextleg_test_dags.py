@@ -72,8 +72,15 @@ with DAG(dag_id="nextleg_test_failing_job", schedule=None):
 with DAG(dag_id="nextleg_test_bad_inputs", schedule=None, params={"prompt": "", "zoom": 2.5}):
     ImagineOperator(task_id="empty_prompt", prompt="{{ params.prompt }}", retries=3)
     ImagineOperator(task_id="unknown_connection", prompt="a cat", nextleg_conn_id="no_such_connection")
-    offered = {"button_message_id": "bmid0000000000000000", "buttons": ["U1", "U2", "V1", "V2"]}
+    offered = {
+        "message_id": "grid0000000000000000",
+        "status": "done",
+        "button_message_id": "bmid0000000000000000",
+        "buttons": ["U1", "U2", "V1", "V2"],
+    }
     ButtonOperator(task_id="button_not_offered", message=offered, button="U3")
+    # "U1" is in the string "U1,U2", but a string is not a list of buttons.
+    ButtonOperator(task_id="buttons_not_a_list", message={**offered, "buttons": "U1,U2"}, button="U1")
     ButtonOperator(
         task_id="zoom_out_of_range",
         message={**offered, "buttons": ["Custom Zoom"]},

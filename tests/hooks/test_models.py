@@ -10,10 +10,13 @@ import pytest
 from airflow_provider_nextleg.models import (
     ErrorCode,
     ErrorKind,
+    JobResult,
     Message,
     MessageStatus,
     NaughtyResult,
     SubmitResult,
+    TaskIdentity,
+    job_ref,
     parse_seed,
     parse_timestamp,
 )
@@ -221,10 +224,32 @@ class TestMessageStates:
             Message.from_api(payload, "m1")
 
 
-class TestXCom:
-    def test_round_trip_is_json_safe(self):
-        message = Message.from_api(DONE_IMAGINE, "ptbpfClHNs9OgbqvN0H6")
-        data = json.loads(json.dumps(message.to_xcom()))
+SUBMITTER: TaskIdentity = {
+    "dag_id": "pipeline",
+    "run_id": "manual__1",
+    "task_id": "variation",
+    "map_index": 2,
+    "try_number": 1,
+}
+
+
+class TestJobResult:
+    def test_xcom_round_trip_keeps_every_field_and_is_json_safe(self):
+        result = JobResult(
+            message_id="m1",
+            status=MessageStatus.DONE,
+            button_message_id="b1",
+            buttons=("U1", "🔄"),
+            image_url="https://cdn.example.com/grid.png",
+            image_urls=("https://cdn.example.com/0_0.png",),
+            content="a cat",
+            type="button",
+            seed="1317396497",
+            ref=job_ref(SUBMITTER, "campaign-7"),
+            button="V1",
+            submitted_by=SUBMITTER,
+        )
+        data = json.loads(json.dumps(result.to_xcom()))
         assert set(data) == {
             "message_id",
             "button_message_id",
@@ -237,17 +262,83 @@ class TestXCom:
             "ref",
             "status",
             "error_code",
+            "button",
+            "submitted_by",
         }
         assert data["status"] == "done"
-        again = Message.from_xcom(data)
-        assert again.to_xcom() == data
-        assert again.buttons == message.buttons
+        assert data["buttons"] == ["U1", "🔄"]
+        assert JobResult.from_xcom(data) == result
+
+    def test_built_from_a_finished_poll(self):
+        message = Message.from_api(DONE_IMAGINE, "ptbpfClHNs9OgbqvN0H6")
+        result = JobResult.from_message(message)
+        assert (result.message_id, result.status, result.buttons) == (
+            message.message_id,
+            MessageStatus.DONE,
+            message.buttons,
+        )
+        assert (result.image_url, result.image_urls, result.content) == (
+            message.image_url,
+            message.image_urls,
+            message.content,
+        )
+        assert result.button is None
+        assert result.submitted_by is None
+        assert JobResult.from_xcom(result.to_xcom()) == result
+
+    def test_a_running_poll_is_no_result(self):
+        with pytest.raises(ValueError, match="not finished"):
+            JobResult.from_message(Message.from_api({"progress": 40}, "m1"))
 
     def test_failed_round_trip_keeps_the_code(self):
         message = Message.from_api({"progress": 100, "response": {"content": "NO_FAST_HOURS"}}, "m1")
-        again = Message.from_xcom(message.to_xcom())
+        again = JobResult.from_xcom(JobResult.from_message(message).to_xcom())
         assert again.status is MessageStatus.FAILED
         assert again.error is ErrorCode.NO_FAST_HOURS
+        assert not again.retryable
+        assert again.advice == message.advice
+
+    def test_a_result_of_an_earlier_version_reads_without_button_and_submitter(self):
+        result = JobResult.from_xcom({"message_id": "m1", "status": "done", "buttons": ["U1"]})
+        assert (result.button, result.submitted_by, result.buttons) == (None, None, ("U1",))
+
+    @pytest.mark.parametrize(
+        ("change", "named"),
+        [
+            pytest.param({"buttons": "U1,U2"}, "buttons", id="buttons-str"),
+            pytest.param({"buttons": 4}, "buttons", id="buttons-int"),
+            pytest.param({"buttons": ["U1", 2]}, "buttons", id="buttons-not-strings"),
+            pytest.param({"image_urls": "https://x/0.png"}, "image_urls", id="image-urls-str"),
+            pytest.param({"button_message_id": ["b"]}, "button_message_id", id="button-id-list"),
+            pytest.param({"content": 5}, "content", id="content-int"),
+            pytest.param({"message_id": ""}, "message_id", id="no-message-id"),
+            pytest.param({"status": "running"}, "status", id="not-finished"),
+            pytest.param({"status": None}, "status", id="no-status"),
+            pytest.param({"submitted_by": {"dag_id": "d"}}, "submitted_by", id="submitter-partial"),
+            pytest.param({"submitted_by": SUBMITTER | {"try_number": "1"}}, "submitted_by", id="try-str"),
+        ],
+    )
+    def test_from_xcom_refuses_values_of_the_wrong_type(self, change: dict, named: str):
+        data = JobResult(message_id="m1", status=MessageStatus.DONE).to_xcom() | change
+        with pytest.raises(ValueError, match=named):
+            JobResult.from_xcom(data)
+
+    @pytest.mark.parametrize("data", ["m1", None, ["m1"]])
+    def test_from_xcom_refuses_what_is_not_a_dict(self, data: object):
+        with pytest.raises(ValueError, match="dict"):
+            JobResult.from_xcom(data)
+
+    def test_the_submitter_keeps_only_its_identity(self):
+        data = JobResult(message_id="m1", status=MessageStatus.DONE).to_xcom()
+        data["submitted_by"] = SUBMITTER | {"button": "V1"}
+        assert JobResult.from_xcom(data).submitted_by == SUBMITTER
+
+
+class TestJobRef:
+    def test_names_the_task_instance_with_the_own_ref_under_ref(self):
+        assert json.loads(job_ref(SUBMITTER, "campaign-7")) == SUBMITTER | {"ref": "campaign-7"}
+        assert json.loads(job_ref(SUBMITTER)) == SUBMITTER
+        assert " " not in job_ref(SUBMITTER)  # compact: it travels in every request and webhook
 
 
 class TestSmallResults:

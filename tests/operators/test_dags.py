@@ -87,13 +87,26 @@ class TestExampleDags:
         assert [entry["payload"].get("button") for entry in ledger[1:]] == ["V1", "U1"]
         assert ledger[1]["payload"]["buttonMessageId"] == grid["button_message_id"]
         refs = [json.loads(entry["ref"]) for entry in ledger]
-        assert [ref["task_id"] for ref in refs] == ["imagine", "variation", "upscale"]
-        assert all(ref["run_id"] == dag_run.run_id and ref["try_number"] == 1 for ref in refs)
-        assert [ref.get("button") for ref in refs] == [None, "V1", "U1"]
+        submitters = [
+            {
+                "dag_id": dag_run.dag_id,
+                "run_id": dag_run.run_id,
+                "task_id": task,
+                "map_index": -1,
+                "try_number": 1,
+            }
+            for task in ("imagine", "variation", "upscale")
+        ]
+        assert refs == submitters  # the ref names the task instance, and nothing else is sent in it
         assert not nextleg_emulator.duplicate_submissions()
-        # The manifests name the button from the ref: the DAG does not repeat it to SaveImagesOperator.
-        for task, button in (("save_grid", None), ("save_variation", "V1"), ("save_upscale", "U1")):
-            assert Manifest.load(xcom(tis[task])["manifest"]).button == button
+        # Each result names its button and its submitter; the manifests take both from the result, so
+        # the DAG does not repeat the button to SaveImagesOperator.
+        results = (grid, variation, upscale)
+        assert [result["button"] for result in results] == [None, "V1", "U1"]
+        assert [result["submitted_by"] for result in results] == submitters
+        for task, result in zip(("save_grid", "save_variation", "save_upscale"), results, strict=True):
+            manifest = Manifest.load(xcom(tis[task])["manifest"])
+            assert (manifest.button, manifest.submitted_by) == (result["button"], result["submitted_by"])
 
     def test_daily_batch_maps_prompts_and_upscales_all_four(self, dags, nextleg_emulator: EmulatorServer):
         nextleg_emulator.configure(concurrency=12, queue_length=30)
@@ -140,7 +153,7 @@ class TestOperators:
         logs = "".join(capsys.readouterr())
         assert dag_run.state == DagRunState.SUCCESS
         grid, seed, described = (xcom(tis[task]) for task in ("imagine", "seed", "describe"))
-        assert xcom(tis["sense"]) == grid
+        assert xcom(tis["sense"]) == grid | {"submitted_by": None}  # the sensor did not submit it
         assert seed["seed"]
         assert len(described["content"]) == 4
         for quick in (seed, described):
@@ -168,6 +181,7 @@ class TestOperators:
             assert dag_run.state == DagRunState.SUCCESS
             assert len(submissions(nextleg_emulator)) == 1
             assert xcom(ti)["message_id"] == nextleg_emulator.ledger()[0]["messageId"]
+            assert xcom(ti)["submitted_by"]["try_number"] == 1  # the try that submitted, not the retry
         else:  # no task state store before 3.3: every try submits
             assert len(submissions(nextleg_emulator)) == 2
 
@@ -212,6 +226,7 @@ class TestOperators:
         assert "no_such_connection" in logs
         assert "button 'U3' is not offered" in logs
         assert "U1, U2, V1, V2" in logs
+        assert "'buttons' should be a list of strings" in logs
         assert "zoom 2.5" in logs
 
 

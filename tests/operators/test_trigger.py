@@ -83,14 +83,16 @@ class TestRun:
     async def test_one_event_with_the_finished_result(self, nextleg_emulator: EmulatorServer):
         message_id = submit()
         [event] = await events(NextLegMessageTrigger(message_id=message_id, poll_interval=POLL))
+        assert set(event) == {"status", "message_id", "result"}
         assert event["status"] == "done"
-        message = read_event(event)
-        assert message.message_id == message_id
-        assert message.type == "imagine"
-        assert message.buttons == ("U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4")
-        assert message.image_url
-        assert len(message.image_urls) == 4
-        assert message.button_message_id
+        assert json.loads(json.dumps(event)) == event  # what the triggerer can store
+        result = read_event(event)
+        assert result.message_id == message_id
+        assert result.type == "imagine"
+        assert result.buttons == ("U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4")
+        assert result.image_url
+        assert len(result.image_urls) == 4
+        assert result.button_message_id
 
     async def test_progress_is_logged_when_it_changes_not_per_poll(
         self, nextleg_emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
@@ -132,7 +134,7 @@ class TestRun:
         message_id = submit("a sunflower field")
         [event] = await events(NextLegMessageTrigger(message_id=message_id, poll_interval=POLL))
         assert event["status"] == "failed"
-        assert event["message"]["error_code"] == code
+        assert event["result"]["error_code"] == code
         with pytest.raises(error_class) as raised:
             read_event(event)
         assert isinstance(raised.value, AirflowFailException) is terminal
@@ -287,3 +289,23 @@ class TestErrorPayload:
         again = error_from_payload({"class": "NextLegFutureError", "problem": "later", "terminal": True})
         assert type(again) is NextLegWaitTerminalError
         assert str(again) == "NextLeg provider: later."
+
+
+class TestReadEvent:
+    @pytest.mark.parametrize(
+        "event",
+        [
+            pytest.param(None, id="none"),
+            pytest.param({}, id="empty"),
+            pytest.param(
+                {"status": "done", "message": {"message_id": "m1", "status": "done"}}, id="no-result"
+            ),
+            pytest.param(
+                {"status": "done", "result": {"message_id": "m1", "status": "failed"}}, id="mismatch"
+            ),
+            pytest.param({"status": "error", "error": "a text"}, id="error-text"),
+        ],
+    )
+    def test_an_event_it_does_not_know_fails_loudly(self, event: Any):
+        with pytest.raises(NextLegError, match="does not know"):
+            read_event(event)

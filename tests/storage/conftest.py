@@ -8,11 +8,10 @@ The emulator comes from the provider's pytest plugin (``nextleg_emulator``: rese
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,18 +21,19 @@ from PIL import Image
 
 from airflow_provider_nextleg.emulator import EmulatorServer
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
-from airflow_provider_nextleg.models import SubmitResult
+from airflow_provider_nextleg.models import JobResult, MessageStatus, SubmitResult, TaskIdentity, job_ref
 
 #: A 30 to 75 s job lasts 60 to 150 ms.
 TIME_SCALE = 0.002
 
-
-def job_ref(**extra: Any) -> str:
-    """A ``ref`` as the job operators send it: the submitting task instance, plus ``extra``."""
-    return json.dumps(
-        {"dag_id": "pipeline", "run_id": "manual__1", "task_id": "imagine", "map_index": -1, "try_number": 1}
-        | extra
-    )
+SUBMITTER: TaskIdentity = {
+    "dag_id": "pipeline",
+    "run_id": "manual__1",
+    "task_id": "imagine",
+    "map_index": -1,
+    "try_number": 1,
+}
+"""The task instance that submits the tests' jobs, as a job operator names itself in its ref and result."""
 
 
 def png(size: int = 64, colour: str = "teal") -> bytes:
@@ -44,20 +44,17 @@ def png(size: int = 64, colour: str = "teal") -> bytes:
 
 
 def done_result(message_id: str, image_url: str | None, image_urls: list[str]) -> dict[str, Any]:
-    """A finished result in ``Message.to_xcom()`` form, for images served by :class:`ImageHost`."""
-    return {
-        "message_id": message_id,
-        "status": "done",
-        "error_code": None,
-        "button_message_id": f"{message_id}-buttons",
-        "buttons": ["U1", "V1"],
-        "image_url": image_url,
-        "image_urls": image_urls,
-        "content": "a test prompt",
-        "type": "imagine",
-        "seed": None,
-        "ref": None,
-    }
+    """A finished result in ``JobResult.to_xcom()`` form, for images served by :class:`ImageHost`."""
+    return JobResult(
+        message_id=message_id,
+        status=MessageStatus.DONE,
+        button_message_id=f"{message_id}-buttons",
+        buttons=("U1", "V1"),
+        image_url=image_url,
+        image_urls=tuple(image_urls),
+        content="a test prompt",
+        type="imagine",
+    ).to_xcom()
 
 
 @dataclass
@@ -156,31 +153,37 @@ def hook(emu: EmulatorServer) -> Iterator[NextLegHook]:
     hook.close()
 
 
-def wait_for_result(hook: NextLegHook, submitted: SubmitResult) -> dict[str, Any]:
-    """Wait for a submitted job; return its result as a job operator would (``to_xcom()``)."""
+def wait_for_result(hook: NextLegHook, submitted: SubmitResult, **named: Any) -> dict[str, Any]:
+    """
+    Wait for a submitted job; return its result as a job operator would (``to_xcom()``).
+
+    :param named: what the operator adds to the result: ``button``, ``submitted_by``.
+    """
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         message = hook.get_message(submitted.message_id)
         if message.status.is_terminal:
-            return message.to_xcom()
+            return replace(JobResult.from_message(message), **named).to_xcom()
         time.sleep(0.02)
     raise AssertionError(f"job {submitted.message_id} did not finish")
 
 
 @pytest.fixture
-def finish(hook: NextLegHook) -> Callable[[SubmitResult], dict[str, Any]]:
+def finish(hook: NextLegHook) -> Callable[..., dict[str, Any]]:
     """:func:`wait_for_result` with this test's hook."""
 
-    def wait(submitted: SubmitResult) -> dict[str, Any]:
-        return wait_for_result(hook, submitted)
+    def wait(submitted: SubmitResult, **named: Any) -> dict[str, Any]:
+        return wait_for_result(hook, submitted, **named)
 
     return wait
 
 
 @pytest.fixture
-def grid(hook: NextLegHook, finish: Callable[[SubmitResult], dict[str, Any]]) -> dict[str, Any]:
-    """A finished imagine job, submitted with a job operator's ``ref``."""
-    return finish(hook.imagine("a red fox in the snow", ref=job_ref(ref="campaign-7")))
+def grid(hook: NextLegHook, finish: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """A finished imagine job, submitted with a job operator's ``ref``, its result naming its submitter."""
+    return finish(
+        hook.imagine("a red fox in the snow", ref=job_ref(SUBMITTER, "campaign-7")), submitted_by=SUBMITTER
+    )
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from airflow_provider_nextleg.exceptions import (
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.storage import Manifest, save_job_images, write_contact_sheet
 
-from .conftest import Answer, ImageHost, done_result, job_ref, png, wait_for_result
+from .conftest import SUBMITTER, Answer, ImageHost, done_result, png, wait_for_result
 
 Finish = Callable[..., dict[str, Any]]
 
@@ -81,14 +81,9 @@ class TestSaveFromTheEmulator:
         assert written["button"] is None
         assert written["button_message_id"] == grid["button_message_id"]
         assert written["buttons"] == grid["buttons"]
-        assert written["ref"] == "campaign-7"
-        assert written["submitted_by"] == {
-            "dag_id": "pipeline",
-            "run_id": "manual__1",
-            "task_id": "imagine",
-            "map_index": -1,
-            "try_number": 1,
-        }
+        assert written["ref"] == grid["ref"]  # as NextLeg echoed it, with the caller's own ref inside
+        assert json.loads(written["ref"])["ref"] == "campaign-7"
+        assert written["submitted_by"] == SUBMITTER
         assert written["saved_by"] == saving_task
         assert datetime.fromisoformat(written["created_at"]).tzinfo is not None
         assert Manifest.load(manifest.path) == manifest
@@ -97,7 +92,7 @@ class TestSaveFromTheEmulator:
     def test_an_upscale_is_one_image_and_its_button_is_recorded(
         self, grid: dict[str, Any], destination: ObjectStoragePath, hook: NextLegHook, finish: Finish
     ):
-        upscale = finish(hook.button("U2", grid["button_message_id"], ref=job_ref()))
+        upscale = finish(hook.button("U2", grid["button_message_id"]))
         manifest = save(upscale, destination, hook, button="U2")
 
         job = upscale["message_id"]
@@ -108,11 +103,24 @@ class TestSaveFromTheEmulator:
         with Image.open(local(destination / f"{job}_0.png")) as picture:
             assert picture.size == (1024, 1024)
 
-    def test_the_button_is_read_from_the_ref_when_not_given(
+    def test_the_button_and_the_submitter_come_from_the_result(
         self, grid: dict[str, Any], destination: ObjectStoragePath, hook: NextLegHook, finish: Finish
     ):
-        variation = finish(hook.button("V3", grid["button_message_id"], ref=job_ref(button="V3")))
-        assert save(variation, destination, hook).button == "V3"
+        pressing = SUBMITTER | {"task_id": "variation"}
+        variation = finish(hook.button("V3", grid["button_message_id"]), button="V3", submitted_by=pressing)
+        manifest = save(variation, destination, hook)
+        assert manifest.button == "V3"
+        assert manifest.submitted_by == pressing
+        assert save(variation, destination, hook, button="V4").button == "V4"  # the argument overrides
+
+    def test_a_result_without_button_or_submitter_names_none(
+        self, grid: dict[str, Any], destination: ObjectStoragePath, hook: NextLegHook
+    ):
+        # A ref that looks like a job operator's is not parsed: the result alone names the submitter.
+        result = grid | {"button": None, "submitted_by": None}
+        manifest = save(result, destination, hook)
+        assert (manifest.button, manifest.submitted_by) == (None, None)
+        assert manifest.ref == grid["ref"]
 
     def test_a_cdn_403_is_fetched_through_get_image_with_the_token_only_there(
         self, grid: dict[str, Any], destination: ObjectStoragePath, hook: NextLegHook, emu: EmulatorServer
@@ -179,6 +187,7 @@ class TestSaveFromTheEmulator:
             {"message_id": "abc"},  # submitted without waiting
             done_result("abc", None, []) | {"status": "running"},
             done_result("abc", None, []),
+            done_result("abc", "https://x/grid.png", []) | {"image_urls": "https://x/0.png"},
             "not a result",
         ],
     )

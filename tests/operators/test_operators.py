@@ -1,0 +1,71 @@
+"""The job operators' checks of their arguments, without a database: what they refuse before any request."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from airflow_provider_nextleg.emulator import EmulatorServer
+from airflow_provider_nextleg.exceptions import NextLegInputError
+from airflow_provider_nextleg.models import JobResult, MessageStatus
+from airflow_provider_nextleg.operators.nextleg import ButtonOperator, SeedOperator
+
+UPSTREAM = JobResult(
+    message_id="grid0000000000000000",
+    status=MessageStatus.DONE,
+    button_message_id="bmid0000000000000000",
+    buttons=("U1", "U2", "🔄"),
+).to_xcom()
+
+
+def context() -> Any:
+    ti = SimpleNamespace(dag_id="dag", run_id="manual__1", task_id="press", map_index=-1, try_number=1)
+    return {"ti": ti}
+
+
+def nothing_was_sent(emulator: EmulatorServer) -> bool:
+    return emulator.counters()["requests"] == {} and emulator.ledger() == []
+
+
+class TestButtonOperator:
+    @pytest.mark.parametrize(
+        "buttons",
+        [
+            pytest.param("U1,U2", id="a-string"),
+            pytest.param(4, id="an-int"),
+            pytest.param(["U1", 2], id="mixed"),
+        ],
+    )
+    def test_buttons_of_the_wrong_type_are_refused_before_any_request(
+        self, nextleg_emulator: EmulatorServer, buttons: Any
+    ):
+        operator = ButtonOperator(task_id="press", message=UPSTREAM | {"buttons": buttons}, button="U1")
+        with pytest.raises(NextLegInputError, match=r"message is not a NextLeg job result \('buttons'"):
+            operator.execute(context())
+        assert nothing_was_sent(nextleg_emulator)
+
+    @pytest.mark.parametrize("button", ["U", "u1", ":arrows_counterclockwise:", "U1 "])
+    def test_the_button_must_be_offered_exactly(self, nextleg_emulator: EmulatorServer, button: str):
+        operator = ButtonOperator(task_id="press", message=UPSTREAM, button=button)
+        with pytest.raises(NextLegInputError, match="is not offered") as raised:
+            operator.execute(context())
+        assert "U1, U2, 🔄" in str(raised.value)
+        assert nothing_was_sent(nextleg_emulator)
+
+    def test_a_result_without_button_message_id_is_refused(self, nextleg_emulator: EmulatorServer):
+        operator = ButtonOperator(
+            task_id="press", message=UPSTREAM | {"button_message_id": None}, button="U1"
+        )
+        with pytest.raises(NextLegInputError, match="has no button_message_id"):
+            operator.execute(context())
+        assert nothing_was_sent(nextleg_emulator)
+
+
+class TestSeedOperator:
+    def test_a_result_that_is_not_one_is_refused_before_any_request(self, nextleg_emulator: EmulatorServer):
+        operator = SeedOperator(task_id="seed", message={"message_id": "m1", "status": "queued"})
+        with pytest.raises(NextLegInputError, match="'status'"):
+            operator.execute(context())
+        assert nothing_was_sent(nextleg_emulator)
