@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -212,11 +213,7 @@ def _add_api_routes(app: FastAPI, state: EmulatorState) -> None:
         a poll can only be about a message the service itself handed out, so there is nothing to wait for."""
         state.authorize(request)
         state.admit(request)
-        expire = request.query_params.get("expireMins")
-        try:
-            expire_mins = float(expire) if expire else None
-        except ValueError as exc:
-            raise ApiError(400, "expireMins must be a number of minutes") from exc
+        expire_mins = _expire_mins(request.query_params.get("expireMins"))
         job = state.account.job(message_id)
         return JSONResponse(state.wire.message(job, expire_mins, _base_url(request)))
 
@@ -352,6 +349,24 @@ async def _payload(request: Request) -> dict[str, Any]:
             raise ApiError(400, "The request body must be a JSON object")
     payload.pop("authToken", None)
     return payload
+
+
+_WHOLE_MINUTES = re.compile(r"\s*\+?0*([1-9][0-9]{0,6})\s*")
+
+
+def _expire_mins(value: str | None) -> int | None:
+    """``expireMins`` of a poll: absent (the default), or a positive whole number of minutes.
+
+    The documentation gives whole minutes (``?expireMins=2``, "Default is 12 minutes"); anything else
+    (``nan``, ``-1``, ``0``, ``1.5``, ``soon``) is refused as the service refuses a bad parameter, with a
+    400 in its error shape. Up to 9,999,999 minutes (19 years).
+    """
+    if value is None or value == "":
+        return None
+    match = _WHOLE_MINUTES.fullmatch(value)
+    if match is None:
+        raise ApiError(400, f"expireMins must be a positive whole number of minutes, got {value[:40]!r}")
+    return int(match[1])
 
 
 def _bearer(request: Request) -> str:

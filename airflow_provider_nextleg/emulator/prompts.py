@@ -20,6 +20,16 @@ def find_banned_word(text: str, banned_words: Iterable[str]) -> str | None:
     return None
 
 
+# The flag rules are the provider's, ``airflow_provider_nextleg.validation`` (``PROMPT_FLAGS``,
+# ``prompt_flags``, ``bad_flag``, ``is_aspect_ratio``), restated here with the same names and meaning because
+# that module imports the provider's exceptions, and with them Airflow: the emulator must start without it
+# (``tests/emulator/test_starting.py``). ``tests/emulator/test_content_rules.py`` checks that both tables
+# hold the same flags and judge the same values alike; the one difference is the caller's: the emulator
+# asks with ``unknown_ok=False``, because Midjourney refuses a flag it does not know.
+_ASPECT_RATIO = re.compile(r"[1-9][0-9]*:[1-9][0-9]*")
+_FLAG = re.compile(r"(?:^|\s)--(\S*)((?:\s+(?!--)\S+)*)")
+
+
 def _number(low: float, high: float, *, integer: bool = False) -> Callable[[str], bool]:
     def check(value: str) -> bool:
         try:
@@ -36,28 +46,20 @@ def _one_of(*choices: str) -> Callable[[str], bool]:
 
 
 def is_aspect_ratio(value: str) -> bool:
-    """Whether ``value`` is an aspect ratio like ``16:9``, as ``--ar`` and Custom Zoom's ``ar`` take."""
-    return re.fullmatch(r"[1-9]\d*:[1-9]\d*", value) is not None
+    """Whether ``value`` is an aspect ratio ``W:H`` of positive integers without leading zeros (``16:9``)."""
+    return _ASPECT_RATIO.fullmatch(value) is not None
 
 
-def _no_value(value: str) -> bool:
-    return value == ""
-
-
-def _any_text(value: str) -> bool:
-    return value != ""
-
-
-_VERSIONS = ("1", "2", "3", "4", "5", "5.0", "5.1", "5.2", "6", "6.0", "6.1")
-_VALIDATORS: dict[str, Callable[[str], bool]] = {
+MIDJOURNEY_VERSIONS = ("1", "2", "3", "4", "5", "5.0", "5.1", "5.2", "6", "6.0", "6.1", "7")
+PROMPT_FLAGS: dict[str, Callable[[str], bool]] = {
     "ar": is_aspect_ratio,
     "aspect": is_aspect_ratio,
-    "v": _one_of(*_VERSIONS),
-    "version": _one_of(*_VERSIONS),
+    "v": _one_of(*MIDJOURNEY_VERSIONS),
+    "version": _one_of(*MIDJOURNEY_VERSIONS),
     "niji": _one_of("", "4", "5", "6"),
     "seed": _number(0, 4294967295, integer=True),
     "sameseed": _number(0, 4294967295, integer=True),
-    "no": _any_text,
+    "no": lambda value: value != "",
     "c": _number(0, 100, integer=True),
     "chaos": _number(0, 100, integer=True),
     "q": _one_of(".25", "0.25", ".5", "0.5", "1", "2"),
@@ -71,11 +73,29 @@ _VALIDATORS: dict[str, Callable[[str], bool]] = {
     "stop": _number(10, 100, integer=True),
     "r": _number(1, 40, integer=True),
     "repeat": _number(1, 40, integer=True),
-    "tile": _no_value,
-    "relax": _no_value,
-    "fast": _no_value,
-    "turbo": _no_value,
+    "tile": lambda value: value == "",
+    "relax": lambda value: value == "",
+    "fast": lambda value: value == "",
+    "turbo": lambda value: value == "",
 }
+"""Midjourney's documented prompt flags and the values each takes: the provider's table, see above."""
+
+
+def prompt_flags(prompt: str) -> list[tuple[str, str]]:
+    """The ``--flag value`` parts of a prompt, in order: ``(name, value)``, the name lower case."""
+    return [(name.lower(), value.strip()) for name, value in _FLAG.findall(prompt)]
+
+
+def bad_flag(prompt: str, *, unknown_ok: bool) -> str | None:
+    """The first flag of ``prompt`` Midjourney refuses (``--ar 0:0``), as written; ``None`` if none.
+
+    :param unknown_ok: whether a flag missing from :data:`PROMPT_FLAGS` passes.
+    """
+    for name, value in prompt_flags(prompt):
+        check = PROMPT_FLAGS.get(name)
+        if (check is None and not unknown_ok) or (check is not None and not check(value)):
+            return f"--{name} {value}".strip()
+    return None
 
 
 @dataclass(frozen=True)
@@ -93,15 +113,11 @@ class PromptFlags:
 
 
 def parse_flags(prompt: str) -> PromptFlags:
-    """Check the ``--flag value`` parts of a prompt the way Midjourney's parser does, in a smaller table."""
-    flags: dict[str, str] = {}
-    for part in re.split(r"(?:^|\s)--", prompt)[1:]:
-        name, _, value = part.strip().partition(" ")
-        name, value = name.lower(), value.strip()
-        validator = _VALIDATORS.get(name)
-        if validator is None or not validator(value):
-            return PromptFlags(invalid=f"--{part.strip()}")
-        flags[name] = value
+    """Judge a prompt's flags as Midjourney does: an unknown flag or a bad value makes it invalid."""
+    invalid = bad_flag(prompt, unknown_ok=False)
+    if invalid is not None:
+        return PromptFlags(invalid=invalid)
+    flags = dict(prompt_flags(prompt))
     mode = next((name for name in ("relax", "fast", "turbo") if name in flags), None)
     return PromptFlags(seed=flags.get("seed") or flags.get("sameseed"), mode=mode)
 

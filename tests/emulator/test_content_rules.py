@@ -4,9 +4,64 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings
+from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings, prompts
 
 from .support import Api
+
+FLAG_VALUES = [
+    "",
+    "16:9",
+    "01:1",
+    "0:1",
+    "1:0",
+    "abc",
+    "5",
+    "5.2",
+    "7",
+    "8",
+    "6.1",
+    "-1",
+    "0",
+    "100",
+    "101",
+    "1000",
+    "1001",
+    "3000",
+    "3001",
+    ".25",
+    "0.5",
+    "2",
+    "1.5",
+    "3",
+    "3.5",
+    "10",
+    "9",
+    "40",
+    "41",
+    "raw",
+    "RAW",
+    "4b",
+    "text",
+    "4294967295",
+    "4294967296",
+    "nan",
+    "inf",
+    " ",
+]
+FLAG_PROMPTS = [
+    "a cat",
+    "a cat --ar 16:9 --v 5.2",
+    "a cat --foo",
+    "a cat --foo bar --ar 0:0",
+    "a cat --",
+    "a cat --ar",
+    "a cat --no text, words --q .5",
+    "--v 7 a cat",
+    "a cat --Chaos 20 --tile",
+    "a --niji --s 250",
+    "a cat --seed 12 --stop 9",
+    "16:9",
+]
 
 
 class TestBannedWords:
@@ -91,6 +146,47 @@ class TestPromptFlags:
         message_id = api.submit("/v2/imagine", msg="a cat --seed 1234")
         api.wait(message_id)
         assert api.http.post("/v2/seed", json={"messageId": message_id}).json() == {"seed": "1234"}
+
+
+class TestTheFlagTableIsTheProviders:
+    """The emulator restates the provider's flag table (importing it would load Airflow): both must agree."""
+
+    def test_both_tables_hold_the_same_flags(self) -> None:
+        from airflow_provider_nextleg import validation
+
+        assert set(prompts.PROMPT_FLAGS) == set(validation.PROMPT_FLAGS)
+        assert prompts.MIDJOURNEY_VERSIONS == validation.MIDJOURNEY_VERSIONS
+
+    @pytest.mark.parametrize("value", FLAG_VALUES)
+    def test_both_tables_judge_every_value_alike(self, value: str) -> None:
+        from airflow_provider_nextleg import validation
+
+        for name, check in prompts.PROMPT_FLAGS.items():
+            assert check(value) == validation.PROMPT_FLAGS[name](value), (name, value)
+
+    @pytest.mark.parametrize("prompt", FLAG_PROMPTS)
+    @pytest.mark.parametrize("unknown_ok", [True, False])
+    def test_both_find_the_same_bad_flag(self, prompt: str, unknown_ok: bool) -> None:
+        from airflow_provider_nextleg import validation
+
+        assert prompts.prompt_flags(prompt) == validation.prompt_flags(prompt)
+        assert prompts.bad_flag(prompt, unknown_ok=unknown_ok) == validation.bad_flag(
+            prompt, unknown_ok=unknown_ok
+        )
+        assert prompts.is_aspect_ratio(prompt) == validation.is_aspect_ratio(prompt)
+
+    @pytest.mark.parametrize(
+        ("prompt", "expected"),
+        [
+            ("a cat --foo", prompts.PromptFlags(invalid="--foo")),
+            ("a cat --ar 0:1", prompts.PromptFlags(invalid="--ar 0:1")),
+            ("a cat --seed 7 --relax", prompts.PromptFlags(seed="7", mode="relax")),
+            ("a cat --sameseed 9 --TURBO", prompts.PromptFlags(seed="9", mode="turbo")),
+            ("a cat", prompts.PromptFlags()),
+        ],
+    )
+    def test_the_emulator_refuses_unknown_flags(self, prompt: str, expected: prompts.PromptFlags) -> None:
+        assert prompts.parse_flags(prompt) == expected
 
 
 class TestForcedCodes:

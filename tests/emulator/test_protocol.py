@@ -162,9 +162,20 @@ class TestMessageStates:
         assert response.status_code == 404
         assert response.json()["success"] is False
 
-    def test_bad_expire_mins_is_a_400(self, api: Api) -> None:
+    @pytest.mark.parametrize("expire", ["soon", "nan", "-1", "0", "1.5", "inf", "1e3", "12345678"])
+    def test_expire_mins_that_is_no_positive_whole_number_is_a_400(self, api: Api, expire: str) -> None:
         message_id = api.submit("/v2/imagine", msg="x")
-        assert api.http.get(f"/v2/message/{message_id}", params={"expireMins": "soon"}).status_code == 400
+        response = api.http.get(f"/v2/message/{message_id}", params={"expireMins": expire})
+        assert response.status_code == 400
+        assert response.json() == {
+            "success": False,
+            "msg": f"expireMins must be a positive whole number of minutes, got {expire!r}",
+        }
+
+    @pytest.mark.parametrize("expire", ["1", "12", "+3", " 7 ", "0012"])
+    def test_expire_mins_in_whole_minutes_is_accepted(self, api: Api, expire: str) -> None:
+        message_id = api.submit("/v2/imagine", msg="x")
+        assert api.http.get(f"/v2/message/{message_id}", params={"expireMins": expire}).status_code == 200
 
     def test_stalled_job_is_incomplete_after_expire_mins(self, api: Api, emu: EmulatorServer) -> None:
         emu.set_faults(FaultSettings(forced_codes={"sunflower": "STALL"}))
@@ -179,14 +190,16 @@ class TestMessageStates:
         assert api.message(message_id)["progress"] != "incomplete"
         assert api.wait(message_id) == {"progress": "incomplete"}  # 12 simulated minutes: 0.72 s here
 
-    def test_expiry_is_judged_against_the_finish_time(self, api: Api) -> None:
+    def test_expiry_is_judged_against_the_finish_time(self, api: Api, emu: EmulatorServer) -> None:
+        emu.configure(min_duration=90, max_duration=90)
         submitted = time.monotonic()
         message_id = api.submit("/v2/imagine", msg="a lighthouse")
         api.wait(message_id)
-        # Let the 2-minute expiry pass (0.12 s here); the job finished within 75 simulated seconds.
+        # Let the 2-minute expiry pass (0.12 s here); the job finished after 90 simulated seconds, so
+        # within 2 minutes but not within 1.
         time.sleep(max(0.0, submitted + 120 * TIME_SCALE + 0.05 - time.monotonic()))
         assert api.message(message_id, expireMins=2)["progress"] == 100
-        assert api.message(message_id, expireMins=0.1) == {"progress": "incomplete"}
+        assert api.message(message_id, expireMins=1) == {"progress": "incomplete"}
 
     def test_errors_appear_after_a_short_bot_delay(self, api: Api, emu: EmulatorServer) -> None:
         emu.configure(min_bot_delay=3, max_bot_delay=3, time_scale=0.05)  # 0.15 s
