@@ -26,6 +26,7 @@ the API's base URL, the documented way around it, with the hook that holds the t
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import html
 import json
@@ -39,27 +40,15 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import requests
 from airflow.sdk import ObjectStoragePath
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import (
-    NextLegBadRequestError,
-    NextLegConnectionError,
     NextLegError,
     NextLegInputError,
-    NextLegMalformedResponseError,
-    NextLegServerError,
     read_result,
 )
+from airflow_provider_nextleg.hooks.images import CHUNK_SIZE, ImageDownloader
 from airflow_provider_nextleg.models import JobResult, MessageStatus
 
 if TYPE_CHECKING:
@@ -71,16 +60,10 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 """Largest image saved; Midjourney's largest upscales are a few MB."""
 DEFAULT_TIMEOUT = 60.0
 """Seconds a direct download may wait for the next bytes."""
-CONNECT_TIMEOUT = 10.0
 MANIFEST_FORMAT = "nextleg-images/1"
 """The ``format`` field of every manifest; a reader refuses manifests of another format."""
-CHUNK_SIZE = 256 * 1024
-MAX_BACKOFF = 30.0
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
-# Magic numbers of the formats Midjourney serves, to type the bytes POST /getImage returns (no headers).
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
-_TRANSIENT = (NextLegServerError, NextLegConnectionError)
 
 
 @dataclass(frozen=True)
@@ -264,15 +247,16 @@ def save_job_images(
     job = _finished_result(result)
     stem = _safe_stem(job.message_id)
     planned = _planned_images(job, stem)
-    downloader = _Downloader(hook, max_bytes, timeout, max_attempts, retry_wait)
-    folder = _as_path(destination)
-    folder.mkdir(parents=True, exist_ok=True)
+    downloader = ImageDownloader(
+        hook, max_bytes=max_bytes, timeout=timeout, max_attempts=max_attempts, retry_wait=retry_wait
+    )
+    folder = _destination_folder(destination)
     manifest_path = folder / f"{stem}.json"
     earlier = _earlier_manifest(manifest_path)
     kept = {image.name: image for image in earlier.files} if earlier else {}
     files: list[SavedImage] = []
     reused = 0
-    with downloader:
+    with downloader, _configuration_errors(folder):
         for role, index, url, name in planned:
             target = folder / name
             previous = kept.get(name)
@@ -280,7 +264,11 @@ def save_job_images(
                 files.append(previous)
                 reused += 1
                 continue
-            files.append(downloader.save(url, target, role=role, index=index))
+            fetched = downloader.fetch(url, functools.partial(_write_atomically, target))
+            sha256, size = fetched.written
+            files.append(
+                SavedImage(target.name, role, index, url, fetched.via, sha256, size, fetched.content_type)
+            )
             log.info("Job %s: saved %s (%d of %d images)", job.message_id, target, len(files), len(planned))
     manifest = Manifest(
         path=str(manifest_path),
@@ -342,6 +330,45 @@ def write_contact_sheet(
 
 def _as_path(path: str | ObjectStoragePath) -> ObjectStoragePath:
     return ObjectStoragePath(path) if isinstance(path, str) else path
+
+
+def _destination_folder(destination: object) -> ObjectStoragePath:
+    """The destination as a folder that exists (created if missing); a typed error when it cannot be one."""
+    if not isinstance(destination, str | ObjectStoragePath) or not str(destination).strip():
+        raise NextLegInputError(
+            f"destination {destination!r:.120} is not a folder path or URI",
+            advice="Pass destination as a URI such as file:///data/nextleg/ or s3://conn@bucket/path/.",
+        )
+    try:
+        folder = _as_path(destination)
+    except ValueError as exc:  # an unknown protocol, a malformed URI
+        raise NextLegInputError(
+            f"destination {str(destination)!r:.120} cannot be opened ({exc})",
+            advice="Use a protocol Airflow's ObjectStoragePath knows (file://, s3://, gs://, ...), with "
+            "its provider installed.",
+        ) from None
+    with _configuration_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            raise FileExistsError(f"{folder} is not a folder")
+    return folder
+
+
+@contextlib.contextmanager
+def _configuration_errors(folder: ObjectStoragePath) -> Iterator[None]:
+    """
+    Turn the storage errors that only a change of configuration mends (a file where the folder should be,
+    no permission) into a typed, terminal error naming the folder; other errors (a full disk, a network
+    store failing) pass as they are, for Airflow's retries.
+    """
+    try:
+        yield
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise NextLegInputError(
+            f"cannot write images into {folder} ({type(exc).__name__}: {exc})",
+            advice="Point destination at a folder this worker may write (not a file), or fix its "
+            "permissions.",
+        ) from None
 
 
 def _safe_stem(message_id: str) -> str:
@@ -423,140 +450,7 @@ def _unchanged(path: ObjectStoragePath, image: SavedImage) -> bool:
     return digest.hexdigest() == image.sha256
 
 
-# --- downloading --------------------------------------------------------------------------------------
-
-
-class _Downloader:
-    """
-    Downloads images into files: directly from their host without credentials, through the hook on 403.
-
-    One ``requests.Session`` without any authentication serves every direct download of a job; the hook,
-    whose session carries the token, only ever talks to the API's base URL. The arguments are checked when
-    it is built, the session opened when it is entered.
-    """
-
-    session: requests.Session
-
-    def __init__(
-        self, hook: NextLegHook, max_bytes: int, timeout: float, max_attempts: int, retry_wait: float
-    ) -> None:
-        if max_bytes < 1 or timeout <= 0 or max_attempts < 1 or retry_wait < 0:
-            raise NextLegInputError(
-                f"max_bytes={max_bytes}, timeout={timeout}, max_attempts={max_attempts} and "
-                f"retry_wait={retry_wait} cannot work",
-                advice="Pass a positive max_bytes and timeout, max_attempts of at least 1, retry_wait >= 0.",
-            )
-        self.hook = hook
-        self.max_bytes = max_bytes
-        self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.retry_wait = retry_wait
-
-    def __enter__(self) -> _Downloader:
-        self.session = requests.Session()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.session.close()
-
-    def save(self, url: str, target: ObjectStoragePath, *, role: str, index: int | None) -> SavedImage:
-        """Save one image to ``target``, retrying transient failures, falling back to getImage on 403."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=wait_exponential(multiplier=self.retry_wait, max=MAX_BACKOFF)
-            + wait_random(0, self.retry_wait),
-            retry=retry_if_exception_type(_TRANSIENT),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        try:
-            saved = retrying(self._direct, url, target)
-        except NextLegError as exc:
-            raise exc.after_attempts(retrying.statistics.get("attempt_number", 1)) from exc.__cause__
-        via = "direct"
-        if saved is None:
-            log.info("%s answered 403: fetching it through NextLeg's POST /getImage", url)
-            content_type, sha256, size = self._via_api(url, target)
-            via = "getImage"
-        else:
-            content_type, sha256, size = saved
-        return SavedImage(target.name, role, index, url, via, sha256, size, content_type)
-
-    def _direct(self, url: str, target: ObjectStoragePath) -> tuple[str, str, int] | None:
-        """One attempt at the image's own host: ``(content_type, sha256, size)``, or ``None`` on 403."""
-        try:
-            with self.session.get(
-                url, stream=True, timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout)
-            ) as response:
-                status, content_type = response.status_code, response.headers.get("Content-Type", "")
-                if status == 403:
-                    return None
-                _check_answer(
-                    url, status, content_type, response.headers.get("Content-Length"), self.max_bytes
-                )
-                chunks = _limited(response.iter_content(CHUNK_SIZE), self.max_bytes, url)
-                sha256, size = _write_atomically(target, chunks)
-        except requests.RequestException as exc:
-            raise NextLegConnectionError(
-                f"the download broke off ({type(exc).__name__}: {exc})",
-                endpoint=f"GET {url}",
-                advice="The image host could not be reached or dropped the connection; a retry may help.",
-            ) from exc
-        return content_type.split(";")[0].strip(), sha256, size
-
-    def _via_api(self, url: str, target: ObjectStoragePath) -> tuple[str, str, int]:
-        """The image through ``POST /getImage`` (the hook retries it and sends the token to the API only)."""
-        data = self.hook.get_image(url)
-        content_type = next((kind for magic, kind in _SIGNATURES if data.startswith(magic)), None)
-        if content_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            content_type = "image/webp"
-        if content_type is None:
-            raise NextLegMalformedResponseError(
-                f"the bytes returned for {url} are not a PNG, JPEG, GIF or WebP image",
-                endpoint="POST /getImage",
-                advice="Check that the connection's base URL points at the NextLeg API.",
-            )
-        chunks = (data[start : start + CHUNK_SIZE] for start in range(0, len(data), CHUNK_SIZE))
-        sha256, size = _write_atomically(target, _limited(chunks, self.max_bytes, url))
-        return content_type, sha256, size
-
-
-def _check_answer(url: str, status: int, content_type: str, length: str | None, max_bytes: int) -> None:
-    """Refuse an answer that is not an image of an acceptable size, before writing anything."""
-    where: dict[str, Any] = {"endpoint": f"GET {url}", "status": status}
-    if status == 429 or status >= 500:
-        raise NextLegServerError("the image host is failing or throttling", **where)
-    if status != 200:
-        raise NextLegBadRequestError(
-            "the image host refused the download",
-            advice="The image URL may have expired: run the job again for fresh URLs.",
-            **where,
-        )
-    if not content_type.lower().startswith("image/"):
-        raise NextLegMalformedResponseError(
-            f"expected an image, got {content_type or 'no content type'}",
-            advice="The URL answered something other than an image (a login or error page?).",
-            **where,
-        )
-    if length and length.isdigit() and int(length) > max_bytes:
-        raise _too_large(url, max_bytes, f"announces {int(length)} bytes")
-
-
-def _limited(chunks: Iterable[bytes], max_bytes: int, url: str) -> Iterator[bytes]:
-    """Pass ``chunks`` on, failing as soon as they add up to more than ``max_bytes``."""
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        if total > max_bytes:
-            raise _too_large(url, max_bytes, f"passed {max_bytes} bytes")
-        yield chunk
-
-
-def _too_large(url: str, max_bytes: int, how: str) -> NextLegInputError:
-    return NextLegInputError(
-        f"the image {url} {how}, more than max_bytes allows",
-        advice=f"Raise max_bytes (now {max_bytes}) if images this large are expected; nothing was saved.",
-    )
+# --- writing -----------------------------------------------------------------------------------------
 
 
 def _write_atomically(target: ObjectStoragePath, chunks: Iterable[bytes]) -> tuple[str, int]:
@@ -579,13 +473,6 @@ def _write_atomically(target: ObjectStoragePath, chunks: Iterable[bytes]) -> tup
             temp.unlink(missing_ok=True)
         raise
     return digest.hexdigest(), size
-
-
-def _log_retry(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    log.warning(
-        "Download failed (%s); attempt %d, next in %.2f s", error, state.attempt_number, state.upcoming_sleep
-    )
 
 
 # --- the contact sheet --------------------------------------------------------------------------------

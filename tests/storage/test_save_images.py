@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -365,6 +366,44 @@ class TestImageHostSafety:
             save(done_result("job1", url, [url]), destination, hook)
         assert not local(destination).exists()
         assert emu.counters()["requests"].get("POST /getImage") is None
+
+
+class TestDestinations:
+    """Destinations that only a change of configuration mends fail typed and terminal, before a download."""
+
+    def test_an_unknown_protocol(self, grid: dict[str, Any], hook: NextLegHook, emu: EmulatorServer):
+        with pytest.raises(NextLegInputError, match="cannot be opened") as raised:
+            save_job_images(grid, "nosuchstore://bucket/images/", hook)
+        assert raised.value.advice.startswith("Use a protocol")
+        assert emu.counters()["requests"].get("POST /getImage") is None
+
+    def test_a_regular_file_where_the_folder_should_be(
+        self, grid: dict[str, Any], hook: NextLegHook, tmp_path: Path
+    ):
+        (tmp_path / "taken").write_text("not a folder")
+        with pytest.raises(NextLegInputError, match="cannot write images into"):
+            save_job_images(grid, f"file://{tmp_path}/taken", hook)
+
+    def test_a_folder_inside_a_regular_file(self, grid: dict[str, Any], hook: NextLegHook, tmp_path: Path):
+        (tmp_path / "taken").write_text("not a folder")
+        with pytest.raises(NextLegInputError, match="cannot write images into"):
+            save_job_images(grid, f"file://{tmp_path}/taken/images/", hook)
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: permissions cannot be tested")
+    def test_an_unwritable_folder(self, grid: dict[str, Any], hook: NextLegHook, tmp_path: Path):
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(NextLegInputError, match="cannot write images into"):
+            save_job_images(grid, f"file://{locked}/images/", hook)
+
+    @pytest.mark.parametrize("destination", ["", "   ", 42, None])
+    def test_not_a_path_at_all(self, destination: Any, grid: dict[str, Any], hook: NextLegHook):
+        with pytest.raises(NextLegInputError, match="not a folder path or URI"):
+            save_job_images(grid, destination, hook)
+
+    def test_a_message_id_that_is_not_a_string(self, destination: ObjectStoragePath, hook: NextLegHook):
+        with pytest.raises(NextLegInputError):
+            save_job_images(done_result(42, None, ["http://127.0.0.1:9/a.png"]), destination, hook)  # type: ignore[arg-type]
 
 
 class TestContactSheet:
