@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_nextleg.exceptions import NextLegMalformedResponseError
-from airflow_provider_nextleg.hooks.nextleg import message_call
+from airflow_provider_nextleg.hooks import calls
 from airflow_provider_nextleg.hooks.session import AccountSession, account_session, loop_sessions
 from airflow_provider_nextleg.hooks.transport import RETRYABLE_ERRORS
 from airflow_provider_nextleg.models import Message, MessageStatus
@@ -244,7 +244,7 @@ class PollScheduler:
         sent = time.monotonic()
         answer: Message | Exception
         try:
-            answer = await self.session.send(message_call(watch.message_id, watch.expire_mins), slot)
+            answer = await self.session.send(calls.message(watch.message_id, watch.expire_mins), slot)
         except Exception as exc:  # the watchers' business: a transient error delays, any other ends the wait
             answer = exc
         finally:

@@ -8,8 +8,10 @@ argument fails the task before a paid job is started. Each check returns the val
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from airflow_provider_nextleg.exceptions import NextLegInputError
@@ -301,6 +303,36 @@ def check_expire_mins(expire_mins: object) -> int:
             f"expire_mins {expire_mins!r:.40} is not a positive integer", "Pass whole minutes, e.g. 12."
         )
     return expire_mins
+
+
+MAX_SECONDS = 7 * 24 * 3600.0
+"""Longest duration an operator argument may give: a week (a job runs minutes; relaxed ones, hours)."""
+
+
+def check_seconds(value: object, *, name: str, positive: bool = False) -> float | None:
+    """
+    A duration given as seconds or a ``timedelta``, in seconds: finite, from 0 (above 0 with
+    ``positive``) to :data:`MAX_SECONDS`; ``None`` stays ``None``.
+
+    :param value: the duration.
+    :param name: the argument's name, for the message.
+    :param positive: whether 0 is refused too.
+    """
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or not (seconds > 0 if positive else seconds >= 0)
+        or seconds > MAX_SECONDS
+    ):
+        raise _fail(
+            f"{name} {value!r:.40} is not a duration from {'above ' if positive else ''}0 to a week",
+            f"Pass {name} as seconds (a number) or a timedelta.",
+        )
+    return float(seconds)
 
 
 def check_ref(ref: object) -> str:

@@ -18,7 +18,6 @@ import requests
 from airflow.sdk import BaseHook
 from tenacity import Retrying
 
-from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import (
     NextLegAuthenticationError,
     NextLegConnectionError,
@@ -28,9 +27,9 @@ from airflow_provider_nextleg.exceptions import (
 )
 from airflow_provider_nextleg.get_provider_info import (
     CONNECTION_FIELDS,
-    DEFAULT_EXPIRE_MINS,
     UI_FIELD_BEHAVIOUR,
 )
+from airflow_provider_nextleg.hooks import calls
 from airflow_provider_nextleg.hooks.connection import AccountSettings, aread_connection, read_connection
 from airflow_provider_nextleg.hooks.session import (
     AccountSession,
@@ -39,118 +38,9 @@ from airflow_provider_nextleg.hooks.session import (
     loop_sessions,
 )
 from airflow_provider_nextleg.hooks.transport import ApiCall, retry_policy, send
-from airflow_provider_nextleg.models import Message, NaughtyResult, SubmitResult, parse_seed
+from airflow_provider_nextleg.models import Message, NaughtyResult, SubmitResult
 
 T = TypeVar("T")
-
-# GET /v2/message/<this> answers 404 with a valid token: free proof that the token works.
-_PROBE_MESSAGE_ID = "airflowConnTest00000"
-
-
-def _fields(**values: Any) -> dict[str, Any]:
-    """A request body without the options left out (None)."""
-    return {name: value for name, value in values.items() if value is not None}
-
-
-def _options(ref: str | None, webhook_override: str | None) -> dict[str, Any]:
-    """The ``ref`` and ``webhookOverride`` every job-starting call takes, checked."""
-    options = {}
-    if ref is not None:
-        options["ref"] = validation.check_ref(ref)
-    if webhook_override is not None:
-        options["webhookOverride"] = validation.check_url(webhook_override, name="webhook_override")
-    return options
-
-
-def _submission(
-    method: str, path: str, body: dict[str, Any], *, ref: str | None = None
-) -> ApiCall[SubmitResult]:
-    if method == "GET":
-        return ApiCall(method, path, SubmitResult.from_api, params=body or None, submits_job=True, ref=ref)
-    return ApiCall(method, path, SubmitResult.from_api, json=body, submits_job=True, ref=ref)
-
-
-def _imagine_call(
-    prompt: str, ref: str | None, webhook_override: str | None, ignore_prefilter: bool | None
-) -> ApiCall[SubmitResult]:
-    body = {"msg": validation.check_prompt(prompt), **_options(ref, webhook_override)}
-    # The docs send the string "true"; "false" would read as true to a truthiness check, so False is
-    # sent as no field at all (the prefilter's default).
-    if ignore_prefilter is not None and validation.check_flag(ignore_prefilter, name="ignore_prefilter"):
-        body["ignorePrefilter"] = "true"
-    return _submission("POST", "/v2/imagine", body, ref=ref)
-
-
-def _button_call(
-    button: str,
-    button_message_id: str,
-    ref: str | None,
-    webhook_override: str | None,
-    prompt: str | None,
-    zoom: float | None,
-    ar: str | None,
-) -> ApiCall[SubmitResult]:
-    validation.check_custom_zoom(validation.check_text(button, name="button"), zoom, ar, prompt)
-    body = {
-        "button": button,
-        "buttonMessageId": validation.check_message_id(button_message_id, name="button_message_id"),
-        **_options(ref, webhook_override),
-        **_fields(prompt=prompt, zoom=zoom, ar=ar),
-    }
-    return _submission("POST", "/v2/button", body, ref=ref)
-
-
-def message_call(message_id: str, expire_mins: int) -> ApiCall[Message]:
-    message_id = validation.check_message_id(message_id)
-    return ApiCall(
-        "GET",
-        f"/v2/message/{message_id}",
-        lambda payload: Message.from_api(payload, message_id),
-        params={"expireMins": validation.check_expire_mins(expire_mins)},
-        message_id=message_id,
-    )
-
-
-def _seed_call(message_id: str) -> ApiCall[str]:
-    body = {"messageId": validation.check_message_id(message_id)}
-    return ApiCall("POST", "/v2/seed", parse_seed, json=body, message_id=message_id)
-
-
-def _describe_call(url: str, ref: str | None, webhook_override: str | None) -> ApiCall[SubmitResult]:
-    body = {"url": validation.check_url(url, name="url"), **_options(ref, webhook_override)}
-    return _submission("POST", "/v2/describe", body, ref=ref)
-
-
-def _blend_call(urls: Sequence[str], ref: str | None, webhook_override: str | None) -> ApiCall[SubmitResult]:
-    body = {"urls": validation.check_blend_urls(urls), **_options(ref, webhook_override)}
-    return _submission("POST", "/v2/blend", body, ref=ref)
-
-
-def _info_call(ref: str | None, webhook_override: str | None) -> ApiCall[SubmitResult]:
-    return _submission("GET", "/v2/info", _options(ref, webhook_override), ref=ref)
-
-
-def _toggle_setting_call(toggle: str) -> ApiCall[SubmitResult]:
-    body = {"settingsToggle": validation.check_text(toggle, name="toggle")}
-    return _submission("POST", "/v2/settings", body)
-
-
-def _slash_command_call(cmd: str) -> ApiCall[SubmitResult]:
-    return _submission("POST", "/v2/slash-commands", {"cmd": validation.check_slash_command(cmd)})
-
-
-def _naughty_call(prompt: str) -> ApiCall[NaughtyResult]:
-    body = {"msg": validation.check_prompt(prompt)}
-    return ApiCall("POST", "/v2/is-this-naughty", NaughtyResult.from_api, json=body)
-
-
-def _image_call(img_url: str) -> ApiCall[bytes]:
-    body = {"imgUrl": validation.check_url(img_url, name="img_url")}
-    return ApiCall("POST", "/getImage", bytes, json=body, raw=True)
-
-
-_SETTINGS_CALL: ApiCall[SubmitResult] = _submission("GET", "/v2/settings", {})
-_PROBE_CALL: ApiCall[Message] = message_call(_PROBE_MESSAGE_ID, DEFAULT_EXPIRE_MINS)
 
 
 class NextLegHook(BaseHook):
@@ -292,13 +182,20 @@ class NextLegHook(BaseHook):
     def _retrying(self) -> dict[str, Any]:
         return retry_policy(self.max_attempts, self.retry_wait, self.log)
 
-    def _request(self, call: ApiCall[T]) -> T:
+    def request(self, call: ApiCall[T]) -> T:
+        """
+        Send a call built with :mod:`~airflow_provider_nextleg.hooks.calls` (its arguments were checked
+        when it was built), with the retries its kind allows: what every endpoint method does.
+
+        :param call: the call.
+        """
         settings = self._get_settings()
         result: T = Retrying(**self._retrying())(send, self._session, call, settings)
         self._log_submission(call, result)
         return result
 
-    async def _arequest(self, call: ApiCall[T]) -> T:
+    async def arequest(self, call: ApiCall[T]) -> T:
+        """The async face of :meth:`request`."""
         session = await self._asession()
         result: T = await session.request(call, self._retrying())
         self._log_submission(call, result)
@@ -332,7 +229,7 @@ class NextLegHook(BaseHook):
         :param ignore_prefilter: True skips the banned-phrase prefilter, whose refusal is a 400
             (sent as ``"ignorePrefilter": "true"``, the documented form).
         """
-        return self._request(_imagine_call(prompt, ref, webhook_override, ignore_prefilter))
+        return self.request(calls.imagine(prompt, ref, webhook_override, ignore_prefilter))
 
     def button(
         self,
@@ -356,8 +253,8 @@ class NextLegHook(BaseHook):
         :param zoom: ``Custom Zoom`` only (and required there): a factor from 1 to 2.
         :param ar: ``Custom Zoom`` only: an aspect ratio such as ``1:1``.
         """
-        call = _button_call(button, button_message_id, ref, webhook_override, prompt, zoom, ar)
-        return self._request(call)
+        call = calls.button(button, button_message_id, ref, webhook_override, prompt, zoom, ar)
+        return self.request(call)
 
     def get_message(self, message_id: str, *, expire_mins: int | None = None) -> Message:
         """
@@ -368,7 +265,7 @@ class NextLegHook(BaseHook):
             connection's ``expire_mins`` by default.
         """
         expire = self._get_settings().expire_mins if expire_mins is None else expire_mins
-        return self._request(message_call(message_id, expire))
+        return self.request(calls.message(message_id, expire))
 
     def get_seed(self, message_id: str) -> str:
         """
@@ -376,7 +273,7 @@ class NextLegHook(BaseHook):
 
         :param message_id: the job's ``messageId``.
         """
-        return self._request(_seed_call(message_id))
+        return self.request(calls.seed(message_id))
 
     def describe(
         self, url: str, *, ref: str | None = None, webhook_override: str | None = None
@@ -388,7 +285,7 @@ class NextLegHook(BaseHook):
         :param ref: echoed in the result and the webhook.
         :param webhook_override: a URL that receives the result instead of the account's webhook.
         """
-        return self._request(_describe_call(url, ref, webhook_override))
+        return self.request(calls.describe(url, ref, webhook_override))
 
     def blend(
         self, urls: Sequence[str], *, ref: str | None = None, webhook_override: str | None = None
@@ -400,7 +297,7 @@ class NextLegHook(BaseHook):
         :param ref: echoed in the result and the webhook.
         :param webhook_override: a URL that receives the result instead of the account's webhook.
         """
-        return self._request(_blend_call(urls, ref, webhook_override))
+        return self.request(calls.blend(urls, ref, webhook_override))
 
     def info(self, *, ref: str | None = None, webhook_override: str | None = None) -> SubmitResult:
         """
@@ -409,11 +306,11 @@ class NextLegHook(BaseHook):
         :param ref: echoed in the result and the webhook.
         :param webhook_override: a URL that receives the result instead of the account's webhook.
         """
-        return self._request(_info_call(ref, webhook_override))
+        return self.request(calls.info(ref, webhook_override))
 
     def get_settings(self) -> SubmitResult:
         """Start a job that lists the account's settings as buttons (``GET /v2/settings``)."""
-        return self._request(_SETTINGS_CALL)
+        return self.request(calls.SETTINGS)
 
     def toggle_setting(self, toggle: str) -> SubmitResult:
         """
@@ -421,7 +318,7 @@ class NextLegHook(BaseHook):
 
         :param toggle: a settings button, e.g. ``Fast mode``, as ``get_settings`` listed it.
         """
-        return self._request(_toggle_setting_call(toggle))
+        return self.request(calls.toggle_setting(toggle))
 
     def slash_command(self, cmd: str) -> SubmitResult:
         """
@@ -429,7 +326,7 @@ class NextLegHook(BaseHook):
 
         :param cmd: one of ``relax``, ``fast``, ``private``, ``stealth``.
         """
-        return self._request(_slash_command_call(cmd))
+        return self.request(calls.slash_command(cmd))
 
     def is_this_naughty(self, prompt: str) -> NaughtyResult:
         """
@@ -437,7 +334,7 @@ class NextLegHook(BaseHook):
 
         :param prompt: the prompt to check.
         """
-        return self._request(_naughty_call(prompt))
+        return self.request(calls.is_this_naughty(prompt))
 
     def get_image(self, img_url: str) -> bytes:
         """
@@ -445,7 +342,7 @@ class NextLegHook(BaseHook):
 
         :param img_url: the image URL from a message.
         """
-        return self._request(_image_call(img_url))
+        return self.request(calls.get_image(img_url))
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -455,7 +352,7 @@ class NextLegHook(BaseHook):
         """
         try:
             settings = self._get_settings()
-            send(self._session, _PROBE_CALL, settings)
+            send(self._session, calls.PROBE, settings)
         except NextLegNotFoundError:
             pass
         except NextLegAuthenticationError as exc:
@@ -480,7 +377,7 @@ class NextLegHook(BaseHook):
         ignore_prefilter: bool | None = None,
     ) -> SubmitResult:
         """The async face of :meth:`imagine`."""
-        return await self._arequest(_imagine_call(prompt, ref, webhook_override, ignore_prefilter))
+        return await self.arequest(calls.imagine(prompt, ref, webhook_override, ignore_prefilter))
 
     async def abutton(
         self,
@@ -494,50 +391,50 @@ class NextLegHook(BaseHook):
         ar: str | None = None,
     ) -> SubmitResult:
         """The async face of :meth:`button`."""
-        call = _button_call(button, button_message_id, ref, webhook_override, prompt, zoom, ar)
-        return await self._arequest(call)
+        call = calls.button(button, button_message_id, ref, webhook_override, prompt, zoom, ar)
+        return await self.arequest(call)
 
     async def aget_message(self, message_id: str, *, expire_mins: int | None = None) -> Message:
         """The async face of :meth:`get_message`."""
         expire = (await self._aget_settings()).expire_mins if expire_mins is None else expire_mins
-        return await self._arequest(message_call(message_id, expire))
+        return await self.arequest(calls.message(message_id, expire))
 
     async def aget_seed(self, message_id: str) -> str:
         """The async face of :meth:`get_seed`."""
-        return await self._arequest(_seed_call(message_id))
+        return await self.arequest(calls.seed(message_id))
 
     async def adescribe(
         self, url: str, *, ref: str | None = None, webhook_override: str | None = None
     ) -> SubmitResult:
         """The async face of :meth:`describe`."""
-        return await self._arequest(_describe_call(url, ref, webhook_override))
+        return await self.arequest(calls.describe(url, ref, webhook_override))
 
     async def ablend(
         self, urls: Sequence[str], *, ref: str | None = None, webhook_override: str | None = None
     ) -> SubmitResult:
         """The async face of :meth:`blend`."""
-        return await self._arequest(_blend_call(urls, ref, webhook_override))
+        return await self.arequest(calls.blend(urls, ref, webhook_override))
 
     async def ainfo(self, *, ref: str | None = None, webhook_override: str | None = None) -> SubmitResult:
         """The async face of :meth:`info`."""
-        return await self._arequest(_info_call(ref, webhook_override))
+        return await self.arequest(calls.info(ref, webhook_override))
 
     async def aget_settings(self) -> SubmitResult:
         """The async face of :meth:`get_settings`."""
-        return await self._arequest(_SETTINGS_CALL)
+        return await self.arequest(calls.SETTINGS)
 
     async def atoggle_setting(self, toggle: str) -> SubmitResult:
         """The async face of :meth:`toggle_setting`."""
-        return await self._arequest(_toggle_setting_call(toggle))
+        return await self.arequest(calls.toggle_setting(toggle))
 
     async def aslash_command(self, cmd: str) -> SubmitResult:
         """The async face of :meth:`slash_command`."""
-        return await self._arequest(_slash_command_call(cmd))
+        return await self.arequest(calls.slash_command(cmd))
 
     async def ais_this_naughty(self, prompt: str) -> NaughtyResult:
         """The async face of :meth:`is_this_naughty`."""
-        return await self._arequest(_naughty_call(prompt))
+        return await self.arequest(calls.is_this_naughty(prompt))
 
     async def aget_image(self, img_url: str) -> bytes:
         """The async face of :meth:`get_image`."""
-        return await self._arequest(_image_call(img_url))
+        return await self.arequest(calls.get_image(img_url))

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, BaseOperatorLink
@@ -36,7 +36,9 @@ from airflow.sdk.execution_time.xcom import XCom
 
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegNotFoundError, read_result
+from airflow_provider_nextleg.hooks import calls
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.hooks.transport import ApiCall
 from airflow_provider_nextleg.models import (
     JobResult,
     Message,
@@ -90,9 +92,21 @@ def task_instance_identity(context: Context) -> TaskIdentity:
     }
 
 
-def as_seconds(value: timedelta | float | None) -> float | None:
-    """A duration given as a ``timedelta`` or as seconds, in seconds."""
-    return value.total_seconds() if isinstance(value, timedelta) else value
+def fingerprint(call: ApiCall[Any]) -> str:
+    """
+    What identifies a job's request, for recognising it on a retry: the endpoint and the body, less what
+    changes from try to try without changing the job (the ``ref`` names the try; the webhook is where
+    the answer goes).
+
+    :param call: the job's call.
+    """
+    body = {
+        name: value
+        for name, value in (call.json or call.params or {}).items()
+        if name not in ("ref", "webhookOverride")
+    }
+    request = {"endpoint": call.endpoint, "body": body}
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class NextLegImageLink(BaseOperatorLink):
@@ -113,8 +127,8 @@ class NextLegJobOperator(BaseOperator):
     """
     Base of the operators that start one NextLeg job and wait for its result.
 
-    Subclasses say what to check (:meth:`check_inputs`), what to send (:meth:`submit`) and which
-    arguments make up the request (:meth:`request_fingerprint`); this class does the rest.
+    Subclasses build the job's call (:meth:`build_call`, which checks every argument it takes); this
+    class checks its own arguments when the operator is created, and does the rest.
 
     :param nextleg_conn_id: the nextleg connection.
     :param ref: your own reference for the job. NextLeg echoes ``ref`` in the result and the webhook;
@@ -145,7 +159,6 @@ class NextLegJobOperator(BaseOperator):
     template_fields: Sequence[str] = ("ref", "webhook_override")
     operator_extra_links = (NextLegImageLink(),)
     ui_color = "#f2e6ff"
-    endpoint: ClassVar[str]
 
     def __init__(
         self,
@@ -165,12 +178,12 @@ class NextLegJobOperator(BaseOperator):
         self.nextleg_conn_id = nextleg_conn_id
         self.ref = ref
         self.webhook_override = webhook_override
-        self.wait_for_completion = wait_for_completion
+        self.wait_for_completion = validation.check_flag(wait_for_completion, name="wait_for_completion")
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
-        self.worker_wait = as_seconds(worker_wait)
-        self.poll_interval = poll_interval
-        self.wait_timeout = as_seconds(wait_timeout)
-        self.expire_mins = expire_mins
+        self.worker_wait = validation.check_seconds(worker_wait, name="worker_wait")
+        self.poll_interval = validation.check_seconds(poll_interval, name="poll_interval")
+        self.wait_timeout = validation.check_seconds(wait_timeout, name="wait_timeout", positive=True)
+        self.expire_mins = None if expire_mins is None else validation.check_expire_mins(expire_mins)
 
     @cached_property
     def hook(self) -> NextLegHook:
@@ -179,15 +192,10 @@ class NextLegJobOperator(BaseOperator):
 
     # --- what subclasses provide -------------------------------------------------------------------
 
-    def check_inputs(self) -> None:
-        """Check the rendered arguments; raise ``NextLegInputError`` before anything is sent."""
-
-    def request_fingerprint(self) -> dict[str, Any]:
-        """The arguments that define the job: a stored job is reused only for the same ones."""
-        raise NotImplementedError
-
-    def submit(self, ref: str) -> SubmitResult:
-        """Start the job (one paid call).
+    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+        """
+        The job's call, built from the rendered arguments, each checked: a bad one raises
+        ``NextLegInputError`` before anything is sent.
 
         :param ref: the ``ref`` to send.
         """
@@ -205,37 +213,27 @@ class NextLegJobOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Check, then resume this task's job if a retry finds one, or submit a new one; then wait."""
-        self.check_inputs()
-        if self.ref is not None:
-            validation.check_ref(self.ref)
-        if self.webhook_override is not None:
-            validation.check_url(self.webhook_override, name="webhook_override")
-        if self.expire_mins is not None:
-            validation.check_expire_mins(self.expire_mins)
-        fingerprint = self._fingerprint()
-        earlier = self._earlier_job(context, fingerprint)
+        submitted_by = task_instance_identity(context)
+        own_ref = None if self.ref is None else validation.check_ref(self.ref)
+        call = self.build_call(job_ref(submitted_by, own_ref))
+        request = fingerprint(call)
+        earlier = self._earlier_job(context, request)
         if earlier is not None and earlier.status is MessageStatus.DONE:
             return self._finish(context, job_result(earlier))
         if earlier is not None:
             message_id = earlier.message_id
         else:
-            submitted_by = task_instance_identity(context)
-            message_id = self.submit(job_ref(submitted_by, self.ref)).message_id
+            message_id = self.hook.request(call).message_id
             store = task_state_store(context)
             if store is not None:
-                job = {"message_id": message_id, "request": fingerprint, "submitted_by": submitted_by}
+                job = {"message_id": message_id, "request": request, "submitted_by": submitted_by}
                 store.set(STATE_KEY, job)
-            self.log.info("Submitted NextLeg job %s (%s).", message_id, self.endpoint)
         context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")  # the link is empty until the job ends
         if self.wait_for_completion:
             return self._wait(context, message_id)
         self._forget_job(context)  # submitted is done for this task: a clear submits again
         return {"message_id": message_id}
-
-    def _fingerprint(self) -> str:
-        request = {"endpoint": self.endpoint, **self.request_fingerprint()}
-        return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
     def _earlier_job(self, context: Context, fingerprint: str) -> Message | None:
         """
@@ -356,31 +354,15 @@ class ImagineOperator(NextLegJobOperator):
     """
 
     template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "prompt")
-    endpoint = "POST /v2/imagine"
 
     def __init__(self, *, prompt: str, ignore_prefilter: bool | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prompt = prompt
         self.ignore_prefilter = ignore_prefilter
 
-    def check_inputs(self) -> None:
-        """The rendered prompt must be non-blank and short enough."""
-        self.prompt = validation.check_prompt(self.prompt)
-        if self.ignore_prefilter is not None:
-            validation.check_flag(self.ignore_prefilter, name="ignore_prefilter")
-
-    def request_fingerprint(self) -> dict[str, Any]:
-        """The prompt and the prefilter choice."""
-        return {"prompt": self.prompt, "ignore_prefilter": self.ignore_prefilter}
-
-    def submit(self, ref: str) -> SubmitResult:
-        """Start the imagine job."""
-        return self.hook.imagine(
-            self.prompt,
-            ref=ref,
-            webhook_override=self.webhook_override,
-            ignore_prefilter=self.ignore_prefilter,
-        )
+    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+        """The imagine call: a prompt with words, within Discord's length, its documented flags valid."""
+        return calls.imagine(self.prompt, ref, self.webhook_override, self.ignore_prefilter)
 
 
 class ButtonOperator(NextLegJobOperator):
@@ -403,9 +385,6 @@ class ButtonOperator(NextLegJobOperator):
     """
 
     template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "message", "button", "prompt")
-    endpoint = "POST /v2/button"
-    _button_message_id: str
-    """The handle to press the button on: from the upstream result or as given, checked by check_inputs."""
 
     def __init__(
         self,
@@ -424,16 +403,20 @@ class ButtonOperator(NextLegJobOperator):
         self.zoom = zoom
         self.ar = ar
 
-    def check_inputs(self) -> None:
-        """The button must be one the upstream result offers; Custom Zoom's options must fit it."""
-        self.button = validation.check_text(self.button, name="button")
+    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+        """The button call: the button must be one the upstream result offers; Custom Zoom's options must
+        fit it."""
+        button = validation.check_text(self.button, name="button")
         if isinstance(self.message, str):
-            self._button_message_id = validation.check_message_id(self.message, name="message")
+            button_message_id = self.message  # checked by the call, as NextLeg's handle
         else:
-            self._button_message_id = self._offered_on(read_result(self.message, name="message"))
-        validation.check_custom_zoom(self.button, self.zoom, self.ar, self.prompt)
+            button_message_id = self._offered_on(read_result(self.message, name="message"), button)
+        return calls.button(
+            button, button_message_id, ref, self.webhook_override, self.prompt, self.zoom, self.ar
+        )
 
-    def _offered_on(self, upstream: JobResult) -> str:
+    @staticmethod
+    def _offered_on(upstream: JobResult, button: str) -> str:
         """The upstream result's button message id, if the result offers this operator's button."""
         if not upstream.button_message_id:
             raise NextLegInputError(
@@ -441,26 +424,14 @@ class ButtonOperator(NextLegJobOperator):
                 advice="Pass the output of an operator that waited for its job (wait_for_completion=True), "
                 "or a button message id. Nothing was sent to NextLeg.",
             )
-        button_message_id = validation.check_message_id(
-            upstream.button_message_id, name="message's button_message_id"
-        )
-        if self.button != SEED_BUTTON and self.button not in upstream.buttons:
+        button_message_id = upstream.button_message_id
+        if button != SEED_BUTTON and button not in upstream.buttons:
             raise NextLegInputError(
-                f"button {self.button!r} is not offered by the result {button_message_id}",
+                f"button {button!r} is not offered by the result {button_message_id}",
                 advice=f"Press one of its buttons: {', '.join(upstream.buttons) or 'none'} (or {SEED_BUTTON} "
                 "for the seed). Nothing was sent to NextLeg.",
             )
         return button_message_id
-
-    def request_fingerprint(self) -> dict[str, Any]:
-        """The result, the button and the Custom Zoom options."""
-        return {
-            "button_message_id": self._button_message_id,
-            "button": self.button,
-            "prompt": self.prompt,
-            "zoom": self.zoom,
-            "ar": self.ar,
-        }
 
     def answers_quickly(self) -> bool:
         """``✉️`` and ``❤️ Favorite`` answer at once; the other buttons draw."""
@@ -469,18 +440,6 @@ class ButtonOperator(NextLegJobOperator):
     def pressed_button(self) -> str:
         """The button: the result names it, and so does the manifest of its saved images."""
         return self.button
-
-    def submit(self, ref: str) -> SubmitResult:
-        """Press the button."""
-        return self.hook.button(
-            self.button,
-            self._button_message_id,
-            ref=ref,
-            webhook_override=self.webhook_override,
-            prompt=self.prompt,
-            zoom=self.zoom,
-            ar=self.ar,
-        )
 
 
 class DescribeOperator(NextLegJobOperator):
@@ -491,27 +450,18 @@ class DescribeOperator(NextLegJobOperator):
     """
 
     template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "url")
-    endpoint = "POST /v2/describe"
 
     def __init__(self, *, url: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.url = url
 
-    def check_inputs(self) -> None:
-        """The URL must be http(s)."""
-        self.url = validation.check_url(self.url, name="url")
-
-    def request_fingerprint(self) -> dict[str, Any]:
-        """The image URL."""
-        return {"url": self.url}
+    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+        """The describe call: the URL must be http(s)."""
+        return calls.describe(self.url, ref, self.webhook_override)
 
     def answers_quickly(self) -> bool:
         """A describe answers with text, in seconds."""
         return True
-
-    def submit(self, ref: str) -> SubmitResult:
-        """Start the describe job."""
-        return self.hook.describe(self.url, ref=ref, webhook_override=self.webhook_override)
 
 
 class BlendOperator(NextLegJobOperator):
@@ -522,23 +472,14 @@ class BlendOperator(NextLegJobOperator):
     """
 
     template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "urls")
-    endpoint = "POST /v2/blend"
 
     def __init__(self, *, urls: Sequence[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.urls = urls
 
-    def check_inputs(self) -> None:
-        """Two to five http(s) URLs."""
-        self.urls = validation.check_blend_urls(self.urls)
-
-    def request_fingerprint(self) -> dict[str, Any]:
-        """The image URLs, in order."""
-        return {"urls": list(self.urls)}
-
-    def submit(self, ref: str) -> SubmitResult:
-        """Start the blend job."""
-        return self.hook.blend(self.urls, ref=ref, webhook_override=self.webhook_override)
+    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+        """The blend call: two to five http(s) URLs."""
+        return calls.blend(self.urls, ref, self.webhook_override)
 
 
 class SeedOperator(BaseOperator):
@@ -568,10 +509,9 @@ class SeedOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, str]:
         """Ask for the seed."""
         if isinstance(self.message, str):
-            message_id = self.message
+            message_id = self.message  # checked by the call
         else:
             message_id = read_result(self.message, name="message").message_id
-        message_id = validation.check_message_id(message_id, name="message")
-        seed = NextLegHook(self.nextleg_conn_id).get_seed(message_id)
+        seed = NextLegHook(self.nextleg_conn_id).request(calls.seed(message_id))
         self.log.info("NextLeg job %s has seed %s.", message_id, seed)
         return {"message_id": message_id, "seed": seed}

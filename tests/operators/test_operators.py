@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -9,8 +10,14 @@ import pytest
 
 from airflow_provider_nextleg.emulator import EmulatorServer
 from airflow_provider_nextleg.exceptions import NextLegInputError
+from airflow_provider_nextleg.hooks import calls
 from airflow_provider_nextleg.models import JobResult, MessageStatus
-from airflow_provider_nextleg.operators.nextleg import ButtonOperator, SeedOperator
+from airflow_provider_nextleg.operators.nextleg import (
+    ButtonOperator,
+    ImagineOperator,
+    SeedOperator,
+    fingerprint,
+)
 
 UPSTREAM = JobResult(
     message_id="grid0000000000000000",
@@ -69,3 +76,52 @@ class TestSeedOperator:
         with pytest.raises(NextLegInputError, match="'status'"):
             operator.execute(context())
         assert nothing_was_sent(nextleg_emulator)
+
+
+class TestWaitingArguments:
+    """The arguments that only matter after the submission are checked when the operator is made."""
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            {"wait_timeout": "abc"},
+            {"wait_timeout": -5},
+            {"wait_timeout": 0},
+            {"wait_timeout": float("inf")},
+            {"worker_wait": "abc"},
+            {"worker_wait": float("nan")},
+            {"poll_interval": "abc"},
+            {"poll_interval": -1},
+            {"expire_mins": float("nan")},
+            {"expire_mins": 0},
+            {"wait_for_completion": "no"},
+        ],
+        ids=lambda bad: "-".join(f"{name}={value}" for name, value in bad.items()),
+    )
+    def test_refused_before_anything_is_sent(self, bad: dict[str, Any]):
+        (name,) = bad
+        with pytest.raises(NextLegInputError, match=name):
+            ImagineOperator(task_id="imagine", prompt="a cat", **bad)
+
+    def test_durations_may_be_timedeltas(self):
+        operator = ImagineOperator(
+            task_id="imagine", prompt="a cat", wait_timeout=timedelta(minutes=2), worker_wait=timedelta(0)
+        )
+        assert (operator.wait_timeout, operator.worker_wait) == (120.0, 0.0)
+
+
+class TestFingerprint:
+    """A retry recognises its earlier job by the request, whatever try (ref) or webhook sent it."""
+
+    def test_the_ref_and_the_webhook_do_not_change_the_request(self):
+        first = calls.imagine("a cat", '{"try_number":1}', None, None)
+        second = calls.imagine("a cat", '{"try_number":2}', "https://hooks.example/x", None)
+        assert fingerprint(first) == fingerprint(second)
+
+    def test_what_the_job_is_made_of_does(self):
+        assert fingerprint(calls.imagine("a cat", None, None, None)) != fingerprint(
+            calls.imagine("a dog", None, None, None)
+        )
+        grid = "grid0000000000000000"
+        pressed = [calls.button(button, grid, None, None, None, None, None) for button in ("U1", "U2")]
+        assert fingerprint(pressed[0]) != fingerprint(pressed[1])
