@@ -8,15 +8,18 @@ it from its event loop only, so it needs no locks.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import heapq
 import random
+import uuid
 from dataclasses import replace
 from typing import Any
 
 from airflow_provider_nextleg.emulator.clock import SimClock
-from airflow_provider_nextleg.emulator.images import GRID_SIZE, UPSCALE_SIZE, ImageSpec
+from airflow_provider_nextleg.emulator.images import GRID_SIZE, UPSCALE_SIZE, ImageSpec, Inpaint, read_mask
 from airflow_provider_nextleg.emulator.jobqueue import AccountQueue
-from airflow_provider_nextleg.emulator.jobs import Job, Origin
+from airflow_provider_nextleg.emulator.jobs import Job, Origin, Route
 from airflow_provider_nextleg.emulator.prompts import (
     describe_prompts,
     find_banned_word,
@@ -31,6 +34,7 @@ GRID_BUTTONS = ("U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4")
 UPSCALE_BUTTONS = (
     "Vary (Strong)",
     "Vary (Subtle)",
+    "🖌️ Vary (Region)",
     "Zoom Out 2x",
     "Zoom Out 1.5x",
     "Custom Zoom",
@@ -48,6 +52,9 @@ BIG_UPSCALE_BUTTONS = ("❤️ Favorite",)
 DESCRIBE_BUTTONS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
 SEED_BUTTON = "✉️"
 FAVORITE_BUTTON = "❤️ Favorite"
+VARY_REGION_BUTTON = "🖌️ Vary (Region)"
+#: What the settings result says in ``content``, as the SDK types it (a string); the toggles are its buttons.
+SETTINGS_CONTENT = "Adjust your settings here."
 SETTINGS_TOGGLES = (
     "MJ version 5.2",
     "MJ version 5.1",
@@ -105,28 +112,48 @@ _SLASH_REPLIES = {
 
 
 class Account:
-    """The account behind the API token: its jobs, its queue, its modes and its pending webhooks."""
+    """One Midjourney account: its jobs, its queue, its modes and its pending webhooks.
 
-    def __init__(self, settings: EmulatorSettings, clock: SimClock) -> None:
+    :param settings: the live settings, which every account reads (concurrency, durations, ...).
+    :param clock: the emulator's clock.
+    :param index: the account's place among the token's accounts; the first (0) is the one ``/v2`` uses,
+        and it draws exactly the random streams a single-account emulator drew.
+    :param account_id: the ``accountId`` of its results; ``None`` for the live ``settings.account_id``.
+    """
+
+    def __init__(
+        self, settings: EmulatorSettings, clock: SimClock, index: int = 0, account_id: str | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.index = index
+        self._account_id = account_id
         # Message ids must stay unique across resets (a client may still poll an old id), so their random
         # stream is never re-seeded; everything else restarts with the seed on reset.
-        self._ids = random.Random(f"ids-{settings.seed}")
+        self._ids = random.Random(f"ids-{settings.seed}" + (f"-{index}" if index else ""))
         self.reset()
+
+    @property
+    def account_id(self) -> str:
+        return self.settings.account_id if self._account_id is None else self._account_id
 
     def reset(self) -> None:
         """Forget every job, the queue, the usage and the modes; restart the seeded random stream."""
-        self._rng = random.Random(self.settings.seed)
+        self._rng = random.Random(
+            self.settings.seed if not self.index else f"{self.settings.seed}-{self.index}"
+        )
         self.jobs: dict[str, Job] = {}
         self._by_button_id: dict[str, Job] = {}
+        self._by_uuid: dict[str, Job] = {}
         self.queue = AccountQueue(self.settings)
         self._webhooks: list[tuple[float, str]] = []
         self.modes = dict(_DEFAULT_MODES)
 
     # -- submissions ---------------------------------------------------------------------------------------
+    # Each takes the request's fields, the base URL the client reached the emulator on, and for a pool of
+    # accounts the pool's id of the submission; each returns the new job or raises ApiError (a 400).
 
-    def imagine(self, payload: dict[str, Any], base_url: str) -> Job:
+    def imagine(self, payload: dict[str, Any], base_url: str, route: Route | None = None) -> Job:
         prompt = payload.get("msg")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ApiError(400, "msg is required")
@@ -136,7 +163,7 @@ class Account:
         flags = parse_flags(prompt)
         error = "BANNED_PROMPT" if banned else "INVALID_PARAMETER" if flags.invalid else None
         return self._grid(
-            self._origin(payload, base_url),
+            self._origin(payload, base_url, route),
             "imagine",
             prompt,
             "imagine",
@@ -145,11 +172,13 @@ class Account:
             mode=_MODE_FLAGS.get(flags.mode or ""),
         )
 
-    def button(self, payload: dict[str, Any], base_url: str) -> Job:
+    def button(self, payload: dict[str, Any], base_url: str, route: Route | None = None) -> Job:
         button, handle = payload.get("button"), payload.get("buttonMessageId")
         if not isinstance(button, str) or not isinstance(handle, str) or not button or not handle:
             raise ApiError(400, "button and buttonMessageId are required")
-        origin = self._origin(payload, base_url)
+        if button == VARY_REGION_BUTTON:
+            _require_region_fields(payload)
+        origin = self._origin(payload, base_url, route)
         parent = self._by_button_id.get(handle)
         # An unknown buttonMessageId is accepted and then fails with BUTTON_NOT_FOUND rather than answering
         # 404: the service forwards a press to Discord before it can know the message, and a client must
@@ -169,46 +198,73 @@ class Account:
             parent.pressed.add(button)
         return job
 
-    def describe(self, payload: dict[str, Any], base_url: str) -> Job:
+    def describe(self, payload: dict[str, Any], base_url: str, route: Route | None = None) -> Job:
         url = payload.get("url")
         if not url:
             raise ApiError(400, "url is required")
-        origin = self._origin(payload, base_url)
+        origin = self._origin(payload, base_url, route)
         if not is_link(url):
             return self._fail(origin, "describe", "", "INVALID_LINK")
         return self._create(
             origin, "describe", "", self._new_seed(), content=describe_prompts(url), buttons=DESCRIBE_BUTTONS
         )
 
-    def blend(self, payload: dict[str, Any], base_url: str) -> Job:
+    def blend(self, payload: dict[str, Any], base_url: str, route: Route | None = None) -> Job:
         urls = payload.get("urls")
         if not isinstance(urls, list) or not 2 <= len(urls) <= 5:
             raise ApiError(400, "urls must hold 2 to 5 image URLs")
-        origin = self._origin(payload, base_url)
+        origin = self._origin(payload, base_url, route)
         prompt = " ".join(str(url) for url in urls)
         if not all(is_link(url) for url in urls):
             return self._fail(origin, "blend", prompt, "INVALID_LINK")
         return self._grid(origin, "blend", prompt, "blend")
 
-    def info(self, payload: dict[str, Any], base_url: str) -> Job:
+    def info(self, payload: dict[str, Any], base_url: str, route: Route | None = None) -> Job:
         return self._create(
-            self._origin(payload, base_url), "info", "", self._new_seed(), content=self._info_content()
+            self._origin(payload, base_url, route), "info", "", self._new_seed(), content=self._info_content()
         )
 
-    def settings_message(self, payload: dict[str, Any], base_url: str) -> Job:
+    def settings_message(self, payload: dict[str, Any], base_url: str, route: Route | None = None) -> Job:
         """``GET /v2/settings`` (no toggle: show them) or ``POST /v2/settings {settingsToggle}``."""
-        origin = self._origin(payload, base_url)
+        origin = self._origin(payload, base_url, route)
         if "settingsToggle" not in payload:
             return self._settings_result(origin)
         return self._toggle(origin, str(payload["settingsToggle"]))
 
-    def slash_command(self, payload: dict[str, Any], base_url: str) -> Job:
+    def slash_command(self, payload: dict[str, Any], base_url: str, route: Route | None = None) -> Job:
         toggle = SLASH_COMMANDS.get(str(payload.get("cmd", "")))
         if toggle is None:
             raise ApiError(400, f"Unknown command, use one of: {', '.join(SLASH_COMMANDS)}")
         self._apply_toggle(toggle)
-        origin = self._origin(payload, base_url)
+        origin = self._origin(payload, base_url, route)
         return self._create(origin, "slash-command", "", self._new_seed(), content=_SLASH_REPLIES[toggle])
+
+    def v1(self, payload: dict[str, Any], base_url: str, route: Route | None = None) -> Job:
+        """``POST /api``, the v1 API: one endpoint, what to do in ``cmd`` [doc: the v1 pages].
+
+        ``cmd`` is ``imagine`` (with ``msg``), ``describe`` (``url``), ``info``, or one of the slash
+        commands (``relax``, ``fast``, ``private``, ``stealth``); a button press has no ``cmd``, only
+        ``button`` and ``buttonMessageId``. A press sent as ``reaction`` (seen in a client asking for the
+        seed with ``✉️``) is taken as its ``button``: our judgement. The answer is v2's; the result can be
+        polled on ``/v2/message`` (the v1 pages say so) and goes to the webhook.
+        """
+        cmd = payload.get("cmd")
+        if cmd in (None, ""):
+            if "button" not in payload and "reaction" in payload:
+                payload = {**payload, "button": payload["reaction"]}
+            if "button" in payload:
+                return self.button(payload, base_url, route)
+            raise ApiError(400, "cmd is required (imagine, describe, info, relax, fast, private, stealth)")
+        commands = {"imagine": self.imagine, "describe": self.describe, "info": self.info}
+        if cmd in commands:
+            return commands[cmd](payload, base_url, route)
+        if cmd in SLASH_COMMANDS:
+            return self.slash_command(payload, base_url, route)
+        raise ApiError(
+            400,
+            f"Unknown cmd {str(cmd)[:40]!r}, use one of: imagine, describe, info, "
+            + ", ".join(SLASH_COMMANDS),
+        )
 
     # -- reads -----------------------------------------------------------------------------------------------
 
@@ -219,6 +275,25 @@ class Account:
             raise ApiError(404, f"Message not found: {message_id}")
         return job
 
+    def upscale_url(self, payload: dict[str, Any], base_url: str) -> str:
+        """``GET /upscale-img-url?buttonMessageId=&button=U1``: the URL of one image of a finished grid.
+
+        The SDK's ``upscaleImgUrl`` (``{url}``) [sdk]: the grid's image on Midjourney's CDN, there at once,
+        no job, nothing paid. An id the account never issued, or a grid not finished, answers 404, and a
+        button other than U1 to U4 of a grid 400 (both our judgement: the errors are not documented).
+        """
+        button, handle = payload.get("button"), payload.get("buttonMessageId")
+        if not isinstance(button, str) or not isinstance(handle, str) or not button or not handle:
+            raise ApiError(400, "button and buttonMessageId are required")
+        parent = self._by_button_id.get(handle)
+        if parent is None or parent.image is None or not parent.succeeded(self.clock.now()):
+            raise ApiError(404, f"No finished image for buttonMessageId {handle[:40]}")
+        if parent.image.kind != "grid" or button not in _QUADRANTS:
+            raise ApiError(
+                400, f"button must be one of {', '.join(_QUADRANTS)} of a grid, got {button[:40]!r}"
+            )
+        return CdnFile(parent.uuid, "tile", _QUADRANTS[button]).url(base_url)
+
     def seed_of(self, message_id: str) -> str:
         job = self.job(message_id)
         if job.image is None or not job.succeeded(self.clock.now()):
@@ -227,7 +302,7 @@ class Account:
 
     def image(self, file: CdnFile) -> ImageSpec | None:
         """The picture behind a CDN file, or None if no job has such a picture (yet)."""
-        job = self.jobs.get(file.job_id)
+        job = self._by_uuid.get(file.uuid)
         return None if job is None else job.picture(file, self.clock.now())
 
     def due_webhooks(self) -> list[Job]:
@@ -251,6 +326,8 @@ class Account:
             prompt = parent.content[DESCRIBE_BUTTONS.index(button)].split(" ", 1)[1]
             return self._grid(origin, "button", prompt, button)
         assert parent.image is not None
+        if button == VARY_REGION_BUTTON:
+            return self._vary_region(origin, parent.image, payload)
         if button == FAVORITE_BUTTON:
             image, buttons = parent.image, parent.buttons
         elif button in _QUADRANTS:
@@ -276,6 +353,29 @@ class Account:
             buttons=buttons,
             generates=button != FAVORITE_BUTTON,
         )
+
+    def _vary_region(self, origin: Origin, base: ImageSpec, payload: dict[str, Any]) -> Job:
+        """A new grid: the upscale with the mask's region drawn anew from the press's prompt.
+
+        The prompt follows the rules of any prompt (banned words, flags); a mask that is no PNG or WebP in
+        base64, or marks nothing, ends the job ``INVALID_PARAMETER`` (our reading: Midjourney's editor
+        refuses it; the service's answer to a bad mask is not documented).
+        """
+        prompt = str(payload["prompt"])
+        mask = _decode_mask(payload["mask"])
+        error = None
+        if mask is None:
+            error = "INVALID_PARAMETER"
+        elif find_banned_word(prompt, self.settings.banned_words):
+            error = "BANNED_PROMPT"
+        elif parse_flags(prompt).invalid:
+            error = "INVALID_PARAMETER"
+        seed = self._new_seed()
+        image = None
+        if mask is not None:
+            inpaint = Inpaint(replace(base, label="", progress=100), mask)
+            image = ImageSpec("grid", prompt, seed, VARY_REGION_BUTTON, GRID_SIZE, inpaint=inpaint)
+        return self._create(origin, "button", prompt, seed, image=image, buttons=GRID_BUTTONS, error=error)
 
     def _grid(
         self,
@@ -304,7 +404,7 @@ class Account:
 
     def _settings_result(self, origin: Origin) -> Job:
         return self._create(
-            origin, "settings", "", self._new_seed(), content=dict(self.modes), buttons=SETTINGS_TOGGLES
+            origin, "settings", "", self._new_seed(), content=SETTINGS_CONTENT, buttons=SETTINGS_TOGGLES
         )
 
     def _apply_toggle(self, toggle: str) -> None:
@@ -357,6 +457,7 @@ class Account:
             )
         job = Job(
             id=self._new_id(),
+            uuid=str(uuid.UUID(int=self._ids.getrandbits(128), version=4)),
             type=kind,
             prompt=prompt,
             content=prompt if content is None else content,
@@ -374,6 +475,7 @@ class Account:
             show_seed=show_seed,
         )
         self.jobs[job.id] = job
+        self._by_uuid[job.uuid] = job
         if job.button_message_id:
             self._by_button_id[job.button_message_id] = job
         if origin.webhook and not stalled:
@@ -395,10 +497,14 @@ class Account:
             **self.queue.report(self.clock.now()),
         }
 
-    def _origin(self, payload: dict[str, Any], base_url: str) -> Origin:
+    def _origin(self, payload: dict[str, Any], base_url: str, route: Route | None) -> Origin:
         webhook = payload.get("webhookOverride") or self.settings.default_webhook
         return Origin(
-            ref=payload.get("ref", ""), webhook=str(webhook) if webhook else None, base_url=base_url
+            ref=payload.get("ref", ""),
+            webhook=str(webhook) if webhook else None,
+            base_url=base_url,
+            account_id=self.account_id,
+            route=route,
         )
 
     def _new_id(self) -> str:
@@ -431,3 +537,26 @@ def _custom_zoom_error(payload: dict[str, Any], prompt: str, banned_words: list[
     if find_banned_word(prompt, banned_words):
         return "BANNED_PROMPT"
     return "INVALID_PARAMETER" if parse_flags(prompt).invalid else None
+
+
+def _require_region_fields(payload: dict[str, Any]) -> None:
+    """``🖌️ Vary (Region)`` takes ``mask`` and ``prompt`` (the documentation lists neither as optional)."""
+    for name, what in (("mask", "the region as a base64 PNG"), ("prompt", "the new prompt, or the original")):
+        value = payload.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise ApiError(400, f"{name} is required with {VARY_REGION_BUTTON}: give {what}")
+
+
+def _decode_mask(text: str) -> bytes | None:
+    """The mask a press sent, decoded and checked (:func:`~.images.read_mask`), or None if unusable.
+
+    A ``data:image/png;base64,`` prefix is accepted, and so are spaces for ``+`` (a GET form whose query
+    was not encoded): both our judgement, leniencies that cost nothing.
+    """
+    _, comma, data = text.partition(",")
+    encoded = (data if comma and text.startswith("data:") else text).strip().replace(" ", "+")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return read_mask(raw)

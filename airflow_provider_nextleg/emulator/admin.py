@@ -15,8 +15,21 @@ import httpx
 
 from airflow_provider_nextleg.emulator.settings import DEFAULT_ADMIN_TOKEN, Fault, FaultSettings
 
-#: Endpoints whose accepted submissions start a job the account pays for.
-PAID_ENDPOINTS = ("/v2/imagine", "/v2/button", "/v2/blend", "/v2/describe")
+#: Endpoints whose accepted submissions start a job the account pays for (``/api`` only with the ``cmd``
+#: of one of them, or a button press).
+PAID_ENDPOINTS = (
+    "/v2/imagine",
+    "/v2/button",
+    "/v2/blend",
+    "/v2/describe",
+    "/loadBalancer/imagine",
+    "/loadBalancer/button",
+    "/loadBalancer/describe",
+    "/ppu/imagine",
+    "/ppu/button",
+    "/api",
+)
+_PAID_V1_COMMANDS = ("imagine", "describe", None, "")
 
 
 class EmulatorAdmin:
@@ -47,6 +60,11 @@ class EmulatorAdmin:
         """Requests per endpoint (``"GET /v2/message"``) under ``requests``, ``unauthorized``,
         ``rate_limited`` and ``faults``."""
         return self._call("GET", "/counters")
+
+    def accounts(self) -> dict[str, Any]:
+        """The token's accounts: ``direct`` (its ``accountId``), ``loadBalancer`` (``accountId`` and
+        ``jobs`` of each) and ``ppu`` (``accountId``, ``jobs`` and the ``credits`` left)."""
+        return self._call("GET", "/accounts")
 
     def jobs(self) -> list[dict[str, Any]]:
         """Every job in submission order: ``messageId``, ``type``, ``error``, ``stalled``, and its timeline
@@ -101,6 +119,8 @@ def duplicate_submissions(
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for entry in ledger:
         if entry["messageId"] is None or entry["endpoint"] not in PAID_ENDPOINTS:
+            continue
+        if entry["endpoint"] == "/api" and entry["payload"].get("cmd") not in _PAID_V1_COMMANDS:
             continue
         if by == "ref":
             if entry["ref"] in (None, ""):

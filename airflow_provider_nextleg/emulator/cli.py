@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from airflow_provider_nextleg.emulator.settings import (
     DEFAULT_ADMIN_TOKEN,
@@ -60,62 +60,126 @@ def _forced(text: str) -> tuple[str, str]:
     return needle, code
 
 
+def _default(value: object) -> str:
+    """How ``--help`` writes a default: the value itself, as the flag takes it."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    defaults = EmulatorSettings()
+    """The command line; ``--help`` names each flag's real default once, from the settings' own defaults."""
+    defaults, fault_defaults = EmulatorSettings(), FaultSettings()
     parser = _Parser(
-        prog=PROG,
-        description="An offline emulator of the NextLeg v2 (Midjourney) API, for demos and tests.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, description="An offline emulator of the NextLeg v2 (Midjourney) API, for demos and tests."
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_port, default=8765, help="0 picks a free port")
-    parser.add_argument("--token", help=f"API token (default: the demo token {DEFAULT_TOKEN!r})")
-    parser.add_argument("--admin-token", help=f"token of /_emulator/ (default: {DEFAULT_ADMIN_TOKEN!r})")
-    parser.add_argument(
-        "--time-scale", type=float, default=defaults.time_scale, help="real s per simulated s"
-    )
-    parser.add_argument(
-        "--no-rate-limit", dest="rate_limit", action="store_false", help="disable the rate limit"
-    )
-    parser.add_argument("--rate-limit-requests", type=int, default=defaults.rate_limit_requests)
-    parser.add_argument("--rate-limit-window", type=float, default=defaults.rate_limit_window, help="seconds")
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
-    parser.add_argument("--queue-length", type=int, default=defaults.queue_length)
-    parser.add_argument("--min-duration", type=float, default=defaults.min_duration, help="simulated seconds")
-    parser.add_argument("--max-duration", type=float, default=defaults.max_duration, help="simulated seconds")
-    parser.add_argument("--fast-hours", type=float, default=defaults.fast_hours)
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
-    parser.add_argument("--default-webhook", help="URL the results of jobs without webhookOverride go to")
-    parser.add_argument(
-        "--banned-words", default=",".join(DEFAULT_BANNED_WORDS), help="comma-separated; empty for none"
-    )
-    parser.add_argument(
-        "--no-prefilter", dest="prefilter", action="store_false", help="no 400 on banned words"
-    )
-    parser.add_argument(
-        "--latency",
-        type=float,
-        default=defaults.latency,
-        metavar="SECONDS",
-        help="real seconds every API answer is held back (not the admin API's, not the CDN's)",
-    )
+
+    def flag(group: argparse._ActionsContainer, name: str, help: str, **kwargs: Any) -> None:
+        """A flag of a setting, its help ending with the setting's default."""
+        setting = kwargs.pop("setting", name.removeprefix("--").replace("-", "_"))
+        source = fault_defaults if group is faults else defaults
+        value = kwargs.pop("shown", getattr(source, setting, None))
+        kwargs.setdefault("default", getattr(source, setting, None))
+        group.add_argument(name, help=f"{help} (default: {_default(value)})", **kwargs)
+
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=8765, help="port; 0 picks a free one (default: 8765)")
+    parser.add_argument("--token", help=f"API token (default: the demo token {DEFAULT_TOKEN})")
+    parser.add_argument("--admin-token", help=f"token of /_emulator/ (default: {DEFAULT_ADMIN_TOKEN})")
     faults = parser.add_argument_group("faults")
-    faults.add_argument("--error-rate", type=float, default=0.0, help="probability of a 500/502/503")
-    faults.add_argument("--drop-rate", type=float, default=0.0, help="probability of a dropped connection")
-    faults.add_argument("--slow-rate", type=float, default=0.0, help="probability of a slow answer")
-    faults.add_argument("--slow-seconds", type=float, default=5.0, help="how slow a slow answer is")
-    faults.add_argument("--malformed-rate", type=float, default=0.0, help="probability of truncated JSON")
-    faults.add_argument(
+    flag(parser, "--time-scale", "real seconds per simulated second", type=float)
+    flag(
+        parser,
+        "--no-rate-limit",
+        "do not enforce the token's sliding-window rate limit",
+        dest="rate_limit",
+        action="store_false",
+        setting="rate_limit",
+        shown="enforced",
+    )
+    flag(parser, "--rate-limit-requests", "requests allowed per window", type=int)
+    flag(parser, "--rate-limit-window", "window length, in seconds", type=float)
+    flag(parser, "--concurrency", "jobs an account runs at once", type=int)
+    flag(parser, "--queue-length", "jobs that may wait for a slot", type=int)
+    flag(parser, "--min-duration", "shortest fast job, in simulated seconds", type=float)
+    flag(parser, "--max-duration", "longest fast job, in simulated seconds", type=float)
+    flag(parser, "--fast-hours", "fast GPU hours of the subscription", type=float)
+    flag(parser, "--expire-mins", "minutes after which an unfinished job is incomplete", type=float)
+    flag(parser, "--seed", "seed of every random draw", type=int)
+    flag(parser, "--account-id", "accountId of the results", setting="account_id")
+    flag(
+        parser,
+        "--load-balancer-accounts",
+        "Midjourney accounts behind the token for /loadBalancer/ (the first is /v2's)",
+        type=int,
+    )
+    flag(parser, "--ppu-credits", "pay-per-use credits, one per image job on /ppu/", type=int)
+    flag(
+        parser,
+        "--cdn-403-rate",
+        "share of non-browser downloads of imageUrls answered 403; /getImage still serves them",
+        type=float,
+    )
+    flag(
+        parser,
+        "--default-webhook",
+        "URL the results of jobs without webhookOverride go to",
+        shown="none",
+    )
+    flag(
+        parser,
+        "--banned-words",
+        "comma-separated; empty for none",
+        default=",".join(DEFAULT_BANNED_WORDS),
+        shown=",".join(DEFAULT_BANNED_WORDS),
+    )
+    flag(
+        parser,
+        "--no-prefilter",
+        "accept banned prompts, which then fail as jobs, instead of a 400",
+        dest="prefilter",
+        action="store_false",
+        setting="prefilter",
+        shown="the prefilter refuses them",
+    )
+    flag(
+        parser,
+        "--latency",
+        "real seconds every API answer is held back (not the admin API's, not the CDN's)",
+        type=float,
+        metavar="SECONDS",
+    )
+    flag(faults, "--error-rate", "probability of a 500/502/503", type=float)
+    flag(faults, "--drop-rate", "probability of a dropped connection", type=float)
+    flag(faults, "--slow-rate", "probability of a slow answer", type=float)
+    flag(faults, "--slow-seconds", "how slow a slow answer is, in real seconds", type=float)
+    flag(faults, "--malformed-rate", "probability of truncated JSON", type=float)
+    flag(
+        faults,
         "--force",
+        "jobs whose prompt contains PROMPT end with CODE (STALL: never finish); repeatable",
         dest="forced_codes",
         type=_forced,
         action="append",
         default=[],
         metavar="PROMPT=CODE",
-        help="jobs whose prompt contains PROMPT end with CODE (STALL: never finish); repeatable",
+        setting="forced_codes",
+        shown="none",
     )
-    faults.add_argument("--cdn-forbidden", action="store_true", help="direct image downloads answer 403")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    flag(
+        faults,
+        "--cdn-forbidden",
+        "every direct image download answers 403",
+        action="store_true",
+        setting="cdn_forbidden",
+        shown="off",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="uvicorn's log level (default: info)",
+    )
     return parser.parse_args(argv)
 
 
@@ -133,7 +197,12 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         min_duration=args.min_duration,
         max_duration=args.max_duration,
         fast_hours=args.fast_hours,
+        expire_mins=args.expire_mins,
         seed=args.seed,
+        account_id=args.account_id,
+        load_balancer_accounts=args.load_balancer_accounts,
+        ppu_credits=args.ppu_credits,
+        cdn_403_rate=args.cdn_403_rate,
         default_webhook=args.default_webhook,
         banned_words=[word.strip() for word in args.banned_words.split(",") if word.strip()],
         prefilter=args.prefilter,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -21,6 +21,26 @@ GRID_SIZE = 512
 QUADRANT_SIZE = 512
 UPSCALE_SIZE = 1024
 PROGRESS_SIZE = 256
+
+
+#: The side of a Vary (Region) mask as kept: masks arrive at any size and are scaled to the picture's.
+MASK_SIZE = 128
+#: The largest mask accepted, as decoded bytes and as pixels a side.
+MAX_MASK_BYTES = 8 * 1024 * 1024
+MAX_MASK_SIDE = 4096
+ImageFormat = Literal["PNG", "WEBP"]
+
+
+@dataclass(frozen=True)
+class Inpaint:
+    """A picture redrawn in a region (``🖌️ Vary (Region)``): what it was, and where it is redrawn.
+
+    :param base: the upscale the region was drawn on.
+    :param mask: the region, :data:`MASK_SIZE` square, 8-bit grey, row by row: above 127 is redrawn.
+    """
+
+    base: ImageSpec
+    mask: bytes
 
 
 @dataclass(frozen=True)
@@ -34,6 +54,8 @@ class ImageSpec:
     :param size: width and height in pixels.
     :param index: which tile of its grid a ``tile`` is (0 to 3), so an upscale looks like its quadrant.
     :param progress: below 100 the picture is blurred and faded as an unfinished job's preview.
+    :param inpaint: for a Vary (Region) job: each tile is the upscale it started from, with the region
+        drawn anew from this spec's prompt and seed and outlined, so a person sees what changed.
     """
 
     kind: Literal["grid", "tile"]
@@ -43,12 +65,13 @@ class ImageSpec:
     size: int
     index: int = 0
     progress: int = 100
+    inpaint: Inpaint | None = None
 
 
 @lru_cache(maxsize=64)
-def render_png(spec: ImageSpec) -> bytes:
-    """The PNG bytes of ``spec``, rendered on first use and then served from the cache."""
-    image = _grid(spec) if spec.kind == "grid" else _tile(spec.prompt, spec.seed, spec.index, spec.size)
+def render(spec: ImageSpec, format: ImageFormat = "PNG") -> bytes:
+    """The bytes of ``spec`` in ``format``, rendered on first use and then served from the cache."""
+    image = _grid(spec) if spec.kind == "grid" else _picture(spec, spec.index, spec.size)
     _caption(image, spec.label, spec.prompt)
     if spec.progress < 100:
         image = image.filter(
@@ -56,8 +79,60 @@ def render_png(spec: ImageSpec) -> bytes:
         )
         _caption(image, f"{spec.progress}%", "")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    if format == "WEBP":
+        image.save(buffer, format="WEBP", quality=60, method=0)
+    else:
+        image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def render_png(spec: ImageSpec) -> bytes:
+    """The PNG bytes of ``spec``."""
+    return render(spec, "PNG")
+
+
+@lru_cache(maxsize=16)
+def render_face_swap(source: ImageSpec, target: ImageSpec) -> bytes:
+    """``target`` with an oval "face" of ``source`` in its middle, outlined and labelled, as PNG bytes."""
+    picture = _decoded(render(replace(target, progress=100)))
+    width, height = picture.size
+    box = (width * 3 // 10, height // 5, width * 7 // 10, height * 4 // 5)
+    face = _decoded(render(replace(source, progress=100))).resize((box[2] - box[0], box[3] - box[1]))
+    oval = Image.new("L", face.size, 0)
+    ImageDraw.Draw(oval).ellipse((0, 0, face.width - 1, face.height - 1), fill=255)
+    picture.paste(face, box[:2], oval)
+    ImageDraw.Draw(picture).ellipse(box, outline="white", width=max(2, width // 128))
+    _caption(picture, "Face Swap", "")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _decoded(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def read_mask(data: bytes) -> bytes | None:
+    """A Vary (Region) mask as :class:`Inpaint` keeps it, or None if Midjourney could not use it.
+
+    The documentation's mask is "a base64 encoded string" of an image drawn with its tool (its example is
+    a WebP); the provider sends a PNG. Either is accepted: white (or any pixel above mid-grey) marks the
+    region to redraw, black the rest. Refused: bytes that are no PNG or WebP, a picture over
+    :data:`MAX_MASK_SIDE` pixels a side (checked from the header, before decoding), and a mask that marks
+    nothing.
+    """
+    if len(data) > MAX_MASK_BYTES:
+        return None
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG", "WEBP")) as image:
+            if max(image.size) > MAX_MASK_SIDE:
+                return None
+            grey = image.convert("L").resize((MASK_SIZE, MASK_SIZE), Image.Resampling.BILINEAR)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    mask = grey.point(lambda value: 255 if value > 127 else 0)
+    return mask.tobytes() if mask.getbbox() else None
 
 
 def _grid(spec: ImageSpec) -> Image.Image:
@@ -67,7 +142,7 @@ def _grid(spec: ImageSpec) -> Image.Image:
     font = ImageFont.load_default(size=max(12, half // 5))
     for index in range(4):
         left, top = (index % 2) * half, (index // 2) * half
-        grid.paste(_tile(spec.prompt, spec.seed, index, half), (left, top))
+        grid.paste(_picture(spec, index, half), (left, top))
         # The bot numbers a grid's images 1 to 4, left to right then top to bottom (U1..U4, V1..V4).
         draw.text(
             (left + half // 2, top + half // 2),
@@ -79,6 +154,21 @@ def _grid(spec: ImageSpec) -> Image.Image:
             stroke_fill="black",
         )
     return grid
+
+
+def _picture(spec: ImageSpec, index: int, size: int) -> Image.Image:
+    """One tile of ``spec``: drawn from its prompt, or for Vary (Region), its base redrawn in the region."""
+    if spec.inpaint is None:
+        return _tile(spec.prompt, spec.seed, index, size)
+    base = spec.inpaint.base
+    picture = _tile(base.prompt, base.seed, base.index, size)
+    region = Image.frombytes("L", (MASK_SIZE, MASK_SIZE), spec.inpaint.mask).resize(
+        (size, size), Image.Resampling.NEAREST
+    )
+    picture.paste(_tile(spec.prompt, spec.seed, index, size), (0, 0), region)
+    outline = region.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(3))
+    picture.paste((255, 255, 255), (0, 0), outline)
+    return picture
 
 
 def _tile(prompt: str, seed: str, index: int, size: int) -> Image.Image:

@@ -19,17 +19,35 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Route:
+    """How a job of a pool of accounts is found again: the id a submission's answer carries.
+
+    :param key: ``loadBalanceId`` (the load balancer's, ``/loadBalancer/...``) or ``ppuId`` (pay-per-use,
+        ``/ppu/...``); the answer, the result and the webhook carry it under this name, and a button press
+        or a poll sends it back.
+    :param id: the id, one per submission.
+    """
+
+    key: str
+    id: str
+
+
+@dataclass(frozen=True)
 class Origin:
     """What every submission carries besides its own fields.
 
     :param ref: echoed in the result, any JSON value.
     :param webhook: where the result is POSTed when the job finishes, if anywhere.
     :param base_url: the base URL the client reached the emulator on; webhooks build image URLs from it.
+    :param account_id: the Midjourney account that runs the job (the result's ``accountId``).
+    :param route: the pool's id of the submission, for jobs submitted through a pool of accounts.
     """
 
     ref: Any
     webhook: str | None
     base_url: str
+    account_id: str = ""
+    route: Route | None = None
 
 
 class Phase(Enum):
@@ -49,6 +67,7 @@ class Phase(Enum):
 class Job:
     """One message of the account, with its timeline fixed at submission (simulated seconds).
 
+    :param uuid: the Midjourney-like UUID its image URLs are named after (never its message id).
     :param steps: how many progress steps an image job shows; 0 for bot answers (errors, info,
         describe...), which show progress 0 until they appear.
     :param error: the error code the job ends with, if it fails.
@@ -61,6 +80,7 @@ class Job:
     """
 
     id: str
+    uuid: str
     type: str
     prompt: str
     content: Any
@@ -109,22 +129,22 @@ class Job:
         """The picture behind one of the job's CDN files at ``now``, or None if it has no such picture (yet).
 
         Previews exist at any time (a client may hold an old progress URL); the finished pictures only once
-        the job succeeded, a grid's four quadrants and whole grid, an upscale's single image.
+        the job succeeded: a grid's whole picture and its four tiles, an upscale's picture.
         """
         if self.image is None:
             return None
-        if file.kind == "progress":
+        if file.kind == "preview":
             return replace(self.image, size=PROGRESS_SIZE, progress=file.number)
         if not self.succeeded(now):
             return None
+        if file.kind == "image":
+            return self.image
         if self.image.kind == "tile":
-            return self.image if file.kind == "upscale" else None
-        if file.kind == "quadrant":
-            return replace(
-                self.image,
-                kind="tile",
-                index=file.number,
-                size=QUADRANT_SIZE,
-                label=f"{self.image.label} #{file.number + 1}",
-            )
-        return self.image if file.kind == "grid" else None
+            return None
+        return replace(
+            self.image,
+            kind="tile",
+            index=file.number,
+            size=QUADRANT_SIZE,
+            label=f"{self.image.label} #{file.number + 1}",
+        )

@@ -25,13 +25,17 @@ from airflow_provider_nextleg.emulator.settings import EmulatorSettings
 if TYPE_CHECKING:
     from airflow_provider_nextleg.emulator.server import EmulatorServer
 
-#: The session emulator's settings: a 50 s job lasts half a second, and the rate limit is off.
-SESSION_SETTINGS = EmulatorSettings(time_scale=0.01, rate_limit=False)
+#: The session emulator's settings: a 50 s job lasts half a second, the rate limit is off, and direct
+#: downloads of ``imageUrls`` succeed (``cdn_403_rate=0``). The realistic 403s (the settings' and the
+#: CLI's default) stay off here because many tests, the provider's among them, download tiles directly
+#: and check that they did; a test of a client's downloads turns them on with
+#: ``nextleg_emulator.configure(cdn_403_rate=1.0)``.
+SESSION_SETTINGS = EmulatorSettings(time_scale=0.01, rate_limit=False, cdn_403_rate=0.0)
 
 
 @pytest.fixture(scope="session")
 def nextleg_emulator_server() -> Iterator[EmulatorServer]:
-    """One emulator for the whole session, on a free port (time scale 0.01, no rate limit)."""
+    """One emulator for the whole session, on a free port (time scale 0.01, no rate limit, no CDN 403s)."""
     from airflow_provider_nextleg.emulator.server import EmulatorServer
 
     with EmulatorServer(SESSION_SETTINGS) as server:

@@ -49,6 +49,8 @@ _MAX_TIME_SCALE = 1000.0
 _MIN_TIME_SCALE = 1e-6
 #: More slots than any plan has by far; the queue keeps one heap entry per slot.
 _MAX_CONCURRENCY = 10_000
+#: More accounts than anyone puts behind one token.
+_MAX_ACCOUNTS = 100
 
 #: What a scripted fault does. ``status``: answer ``status`` with ``body`` (an nginx-like HTML page for
 #: 502/503/504 when no body is given); ``drop``: close the connection without any response; ``slow``:
@@ -173,6 +175,17 @@ class EmulatorSettings:
     :param account_id: the ``accountId`` reported in results.
     :param latency: real seconds every API answer is held back (not the admin API's, not the CDN's), as
         over a slow network; the request itself is processed when it arrives.
+    :param load_balancer_accounts: Midjourney accounts behind the token for ``/loadBalancer/...``, each
+        with its own concurrency, queue and fast hours; the first is the one ``/v2`` uses. Changed at run
+        time, accounts are added empty or the last ones dropped with their jobs.
+    :param ppu_credits: pay-per-use credits (``/ppu/...``): each job that draws an image costs one; with
+        none left a submission is refused with a 402. Refilled on reset; set at run time, it is the credits
+        left.
+    :param cdn_403_rate: the share of direct downloads of ``imageUrls`` (the tiles on Midjourney's CDN)
+        answered 403 when the client is not a browser (its ``User-Agent`` does not start with
+        ``Mozilla/``), as the real CDN refused servers; ``POST /getImage`` always returns the bytes. The
+        documentation sends anyone who "receive[s] a 403 error when retrieving an image programmatically"
+        to ``/getImage``, so the default refuses every such download; the test fixture sets 0.
     :param faults: injected failures, see :class:`FaultSettings`.
     """
 
@@ -197,6 +210,9 @@ class EmulatorSettings:
     prefilter: bool = True
     account_id: str = "emulator-account"
     latency: float = 0.0
+    load_balancer_accounts: int = 3
+    ppu_credits: int = 100
+    cdn_403_rate: float = 1.0
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
@@ -298,6 +314,11 @@ _SETTINGS_RANGES = {
     "expire_mins": _Range(0, _MAX_SECONDS, "a finite number of minutes above 0", above_low=True),
     "fast_hours": _Range(0, math.inf, "a finite number of hours, 0 or more"),
     "latency": _Range(0, 3600, "a finite number of real seconds from 0 to 3,600"),
+    "load_balancer_accounts": _Range(
+        1, _MAX_ACCOUNTS, f"a whole number of accounts from 1 to {_MAX_ACCOUNTS}", whole=True
+    ),
+    "ppu_credits": _Range(0, math.inf, "a whole number of credits, 0 or more", whole=True),
+    "cdn_403_rate": _PROBABILITY,
 }
 _FAULT_SETTINGS_RANGES = {
     "error_rate": _PROBABILITY,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,8 +27,8 @@ logger = logging.getLogger(__name__)
 class WebhookDispatcher:
     """Posts results when due and keeps a record of every delivery for inspection."""
 
-    def __init__(self, account: Account, wire: Wire, timeout: float = 10.0) -> None:
-        self.account = account
+    def __init__(self, accounts: Callable[[], list[Account]], wire: Wire, timeout: float = 10.0) -> None:
+        self.accounts = accounts
         self.wire = wire
         self.timeout = timeout
         self.deliveries: list[dict[str, Any]] = []
@@ -42,13 +43,18 @@ class WebhookDispatcher:
         """Deliver due webhooks until cancelled."""
         async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as client:
             while True:
-                for job in self.account.due_webhooks():
+                for job in (job for account in self.accounts() for job in account.due_webhooks()):
                     task = asyncio.create_task(self._deliver(client, job))
                     self._sending.add(task)
                     task.add_done_callback(self._sending.discard)
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.account.next_webhook_in())
+                    await asyncio.wait_for(self._wake.wait(), self._next_in())
+
+    def _next_in(self) -> float | None:
+        """Real seconds until the next webhook of any account falls due, or None when none is pending."""
+        due = [wait for account in self.accounts() if (wait := account.next_webhook_in()) is not None]
+        return min(due, default=None)
 
     async def _deliver(self, client: httpx.AsyncClient, job: Job) -> None:
         url = job.origin.webhook

@@ -131,6 +131,13 @@ BAD_SETTINGS: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"admin_token": ""}, ("admin_token",)),
     ({"latency": -0.1}, ("latency",)),
     ({"latency": float("inf")}, ("latency",)),
+    ({"load_balancer_accounts": 0}, ("load_balancer_accounts",)),
+    ({"load_balancer_accounts": 101}, ("load_balancer_accounts",)),
+    ({"load_balancer_accounts": 2.5}, ("load_balancer_accounts",)),
+    ({"ppu_credits": -1}, ("ppu_credits",)),
+    ({"ppu_credits": 1.5}, ("ppu_credits",)),
+    ({"cdn_403_rate": 1.5}, ("cdn_403_rate",)),
+    ({"cdn_403_rate": float("nan")}, ("cdn_403_rate",)),
 ]
 #: (keyword arguments of FaultSettings, the setting the error names)
 BAD_FAULT_SETTINGS: list[tuple[dict[str, Any], str]] = [

@@ -14,6 +14,7 @@ GRID_BUTTONS = ["U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4"]
 UPSCALE_BUTTONS = [
     "Vary (Strong)",
     "Vary (Subtle)",
+    "🖌️ Vary (Region)",
     "Zoom Out 2x",
     "Zoom Out 1.5x",
     "Custom Zoom",
@@ -30,7 +31,9 @@ UPSCALE_BUTTONS = [
 
 #: the buttons of an upscale that make a new grid (the others need arguments or make no grid).
 GRID_MAKERS = [
-    b for b in UPSCALE_BUTTONS if b not in ("Custom Zoom", "Upscale (2x)", "Upscale (4x)", "❤️ Favorite")
+    b
+    for b in UPSCALE_BUTTONS
+    if b not in ("Custom Zoom", "🖌️ Vary (Region)", "Upscale (2x)", "Upscale (4x)", "❤️ Favorite")
 ]
 
 

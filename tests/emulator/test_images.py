@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import uuid
 
 import httpx
 from PIL import Image
 
 from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings
+from airflow_provider_nextleg.emulator.protocol import CdnFile
 
-from .support import Api
+from .support import Api, wait_until
 
 
 def download(url: str) -> httpx.Response:
@@ -53,13 +55,22 @@ class TestCdn:
     def test_final_images_appear_only_when_the_job_is_done(self, api: Api, emu: EmulatorServer) -> None:
         emu.configure(time_scale=0.01)
         message_id = api.submit("/v2/imagine", msg="not yet")
-        assert download(f"{emu.base_url}/cdn/{message_id}/grid.png").status_code == 404
-        assert download(f"{emu.base_url}/cdn/nosuchjob/grid.png").status_code == 404
+        preview = wait_until(lambda: api.message(message_id).get("progressImageUrl"))
+        job = CdnFile.from_url(preview)
+        assert job is not None
+        for file in (CdnFile.image(job.uuid, "not yet"), CdnFile(job.uuid, "tile", 0)):
+            assert download(file.url(emu.base_url)).status_code == 404
+        assert download(CdnFile(str(uuid.uuid4()), "tile", 0).url(emu.base_url)).status_code == 404
+        api.wait(message_id)
+        assert download(CdnFile(job.uuid, "tile", 0).url(emu.base_url)).status_code == 200
 
-    def test_progress_images_are_blurred_small_previews(self, api: Api, emu: EmulatorServer) -> None:
+    def test_progress_images_are_blurred_small_webp_previews(self, api: Api, emu: EmulatorServer) -> None:
+        emu.configure(time_scale=0.01)
         message_id = api.submit("/v2/imagine", msg="a preview")
-        preview = Image.open(io.BytesIO(png(f"{emu.base_url}/cdn/{message_id}/progress_31.png")))
-        assert preview.size == (256, 256)
+        response = download(wait_until(lambda: api.message(message_id).get("progressImageUrl")))
+        assert response.headers["content-type"] == "image/webp"
+        preview = Image.open(io.BytesIO(response.content))
+        assert (preview.format, preview.size) == ("WEBP", (256, 256))
 
     def test_cdn_downloads_need_no_token_and_do_not_count_against_the_rate_limit(
         self, api: Api, emu: EmulatorServer

@@ -12,6 +12,8 @@ from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings
 
 from .support import TIME_SCALE, Api, wait_until
 
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+PREVIEW_URL = rf"http://127\.0\.0\.1:\d+/cdn/attachments/\d{{19}}/\d{{19}}/{UUID}_grid_0\.webp"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 GRID_BUTTONS = ["U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4"]
 API_CALLS = [
@@ -88,10 +90,12 @@ class TestImagineFlow:
         assert set(steps) <= {31, 46, 62, 78, 93}
         for body in running:
             assert set(body) == {"progress", "progressImageUrl"}
-            assert body["progressImageUrl"].endswith(f"/progress_{body['progress']}.png")
+            assert re.fullmatch(PREVIEW_URL, body["progressImageUrl"]), body
+        # A new attachment at each step, like the bot's edited message: the URL changes with the progress.
+        assert len({body["progressImageUrl"] for body in running}) == len(steps)
         image = httpx.get(running[0]["progressImageUrl"], trust_env=False)
         assert image.status_code == 200
-        assert image.headers["content-type"] == "image/png"
+        assert image.headers["content-type"] == "image/webp"
 
     def test_finished_imagine_has_every_documented_field(self, api: Api, emu: EmulatorServer) -> None:
         message_id = api.submit("/v2/imagine", msg="a desert city --ar 16:9 --v 5.2", ref='{"run": 7}')
@@ -108,10 +112,16 @@ class TestImagineFlow:
         assert response["content"] == "a desert city --ar 16:9 --v 5.2"
         assert response["description"] == ""
         assert response["ref"] == '{"run": 7}'
-        assert response["imageUrl"] == f"{emu.base_url}/cdn/{message_id}/grid.png"
-        assert response["imageUrls"] == [
-            f"{emu.base_url}/cdn/{message_id}/0_{index}.png" for index in range(4)
-        ]
+        # Shaped like the seed's: the grid a Discord attachment named after the prompt, the four images on
+        # Midjourney's CDN under the job's UUID; all served by the emulator under /cdn.
+        grid = re.fullmatch(
+            rf"{re.escape(emu.base_url)}/cdn/attachments/\d{{19}}/\d{{19}}/"
+            rf"emulator_a_desert_city_ar_16_9_v_5_2_({UUID})\.png",
+            response["imageUrl"],
+        )
+        assert grid, response["imageUrl"]
+        assert response["imageUrls"] == [f"{emu.base_url}/cdn/{grid[1]}/0_{index}.png" for index in range(4)]
+        assert message_id not in response["imageUrl"] + "".join(response["imageUrls"])
         assert "seed" not in response
 
     def test_ref_is_echoed_as_any_json_value(self, api: Api) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -21,7 +22,22 @@ EVERY_FLAG = """
     --concurrency 12 --queue-length 4 --seed 9 --default-webhook http://h/ --banned-words kale,leek
     --no-prefilter --error-rate 0.25 --drop-rate 0.1 --slow-rate 0.2 --slow-seconds 3 --malformed-rate 0.05
     --force sunflower=FAILED_TO_PROCESS_YOUR_COMMAND --force rose=STALL --cdn-forbidden
+    --expire-mins 20 --account-id acc --load-balancer-accounts 5 --ppu-credits 7 --cdn-403-rate 0.25
 """
+#: Flags whose help names a default that is not the setting's value as written.
+WORDED_DEFAULTS = {
+    "--no-rate-limit": "enforced",
+    "--no-prefilter": "the prefilter refuses them",
+    "--default-webhook": "none",
+    "--force": "none",
+    "--cdn-forbidden": "off",
+    "--banned-words": "blood,gore,nude,torture",
+    "--token": "the demo token emulator-token",
+    "--admin-token": "emulator-admin-token",
+    "--host": "127.0.0.1",
+    "--port": "8765",
+    "--log-level": "info",
+}
 
 
 class TestCli:
@@ -72,6 +88,11 @@ class TestCli:
             concurrency=12,
             queue_length=4,
             seed=9,
+            expire_mins=20.0,
+            account_id="acc",
+            load_balancer_accounts=5,
+            ppu_credits=7,
+            cdn_403_rate=0.25,
             default_webhook="http://h/",
             banned_words=["kale", "leek"],
             prefilter=False,
@@ -85,6 +106,25 @@ class TestCli:
                 cdn_forbidden=True,
             ),
         )
+
+    def test_help_names_every_flags_real_default_once(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--help"])
+        help_text = capsys.readouterr().out.split("options:", 1)[1]
+        entries = {
+            entry.split()[0].rstrip(","): " ".join(entry.split())
+            for entry in re.split(r"\n  (?=-)", "\n" + help_text)
+            if entry.strip().startswith("--")
+        }
+        settings, faults = EmulatorSettings(), FaultSettings()
+        assert len(entries) > 30
+        for name, entry in entries.items():
+            assert entry.count("(default:") == 1, entry
+            setting = name.removeprefix("--").replace("-", "_")
+            source = faults if hasattr(faults, setting) else settings
+            expected = WORDED_DEFAULTS.get(name) or cli._default(getattr(source, setting))
+            assert f"(default: {expected})" in entry, entry
+        assert "None" not in help_text
 
     def test_invalid_settings_exit_with_a_message(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert cli.main(["--time-scale", "0"]) == 2
