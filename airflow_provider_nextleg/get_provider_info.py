@@ -44,6 +44,15 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
         ),
         "schema": {"type": ["integer", "null"], "minimum": 1, "default": DEFAULT_EXPIRE_MINS},
     },
+    "redis_conn_id": {
+        "label": "Redis connection (several hosts)",
+        "description": (
+            "The id of a redis connection that holds this account's request budget for every host "
+            "(Celery workers, Kubernetes pods, several triggerers): needs the provider's redis extra. "
+            "Empty: each host keeps its own budget."
+        ),
+        "schema": {"type": ["string", "null"], "default": None},
+    },
 }
 
 # How the standard connection fields are shown, in the ``ui-field-behaviour`` format.

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import struct
 import tempfile
@@ -39,18 +38,31 @@ try:
 except ImportError:  # not a POSIX system: each process keeps its own state
     fcntl = None  # type: ignore[assignment]
 
+from airflow_provider_nextleg.redis_budget import BudgetUnavailable, Reconnect, RedisBudget, RedisSettings
+
 log = logging.getLogger(__name__)
 
-_STATE = struct.Struct("3d")  # the next free slot, the latest request, the end of a 429's pause
+_STATE = struct.Struct("4d")  # the next free slot, the end of a 429's hold, the margin, clean bookings
+
+MARGIN_SHARE = 0.02
+"""Share of the interval added to every spacing: sends leave a little early or arrive a little late."""
+MARGIN_MIN = 0.005
+"""Seconds added to every spacing besides :data:`MARGIN_SHARE` (timer and network jitter)."""
+MARGIN_STEP = 0.05
+"""Seconds a 429 adds to the learned margin: the service still saw two requests too close."""
+MARGIN_CAP = 0.5
+"""Largest learned margin, in seconds."""
+DECAY_AFTER = 50
+"""Bookings without a 429 after which the learned margin halves."""
 
 
 class Slot:
     """
     One booked turn to send a request of an account: taken from its limiter, spent by one request.
 
-    The request that spends it waits for its turn (:meth:`wait` or :meth:`await_turn`), sends, and calls
-    :meth:`release` when the answer (or the failure) is in. A caller that books a slot and decides only
-    later what to send with it (the poll scheduler) passes the slot on to the request.
+    The request that spends it waits for its turn (:meth:`wait` or :meth:`await_turn`) and sends. A
+    caller that books a slot and decides only later what to send with it (the poll scheduler) passes the
+    slot on to the request.
 
     :param limiter: the limiter it was booked from.
     :param due: when its turn comes (``time.time()``).
@@ -66,34 +78,29 @@ class Slot:
         return max(0.0, self.due - time.time())
 
     def wait(self) -> None:
-        """Sleep until the turn has come and the limiter clears the request to go."""
+        """Sleep until the turn has come and the limiter confirms it (a 429 since may move it)."""
         time.sleep(self.delay)
-        while (wait := self.limiter.clear_to_send()) > 0:
+        while (wait := self.limiter.confirm(self)) > 0:
             time.sleep(wait)
 
     async def await_turn(self) -> None:
         """The async face of :meth:`wait`."""
         await asyncio.sleep(self.delay)
-        while (wait := await self.limiter.aclear_to_send()) > 0:
+        while (wait := await self.limiter.aconfirm(self)) > 0:
             await asyncio.sleep(wait)
-
-    def release(self) -> None:
-        """The request came back (answered or failed)."""
-        self.limiter.answered()
-
-    async def arelease(self) -> None:
-        """The async face of :meth:`release`."""
-        await self.limiter.aanswered()
 
 
 class RateLimiter(abc.ABC):
     """
     The request budget of one account: who may send when.
 
-    A request books a :class:`Slot` (:meth:`book`), waits for its turn, sends, and releases the slot;
-    a 429 holds every caller of the account (:meth:`penalize`). Implementations keep the state where the
-    callers that must share it can see it: :class:`HostRateLimiter` in a file of the host. The async
-    faces run the sync ones by default, which suits state that is local and quick to reach.
+    Requests are paced by when they are sent, as the service's sliding window counts them when they
+    arrive: each request books a :class:`Slot` (:meth:`book`) at least :attr:`spacing` after the previous
+    one, waits for it, and confirms it right before sending (:meth:`confirm`: a 429 seen since moves it
+    past the hold). A 429 holds every caller of the account for its ``Retry-After`` and widens the
+    spacing by a learned margin (:meth:`penalize`). Implementations keep the state where the callers that
+    must share it can see it: :class:`HostRateLimiter` in a file of the host, :class:`SharedRateLimiter`
+    in Redis. The async faces run the sync ones by default, which suits state that is local.
 
     :param interval: seconds between two requests; 0 turns the limiter off.
     """
@@ -101,25 +108,22 @@ class RateLimiter(abc.ABC):
     def __init__(self, interval: float) -> None:
         self.interval = interval
 
+    @property
+    def spacing(self) -> float:
+        """The least time between two sends: the interval and a small fixed margin (none when off)."""
+        return self.interval * (1 + MARGIN_SHARE) + MARGIN_MIN if self.interval > 0 else 0.0
+
+    @abc.abstractmethod
     def book(self) -> Slot:
         """Book the next free turn of the account; returns at once."""
-        return Slot(self, time.time() + self.reserve())
-
-    async def abook(self) -> Slot:
-        """The async face of :meth:`book`."""
-        return self.book()
 
     @abc.abstractmethod
-    def reserve(self) -> float:
-        """Book the next free slot and return how many seconds to wait before sending (0 if now)."""
+    def confirm(self, slot: Slot) -> float:
+        """
+        Right before sending on ``slot``: 0 to send now, or the seconds to wait for it, moved past a hold.
 
-    @abc.abstractmethod
-    def clear_to_send(self) -> float:
-        """Seconds still to wait before sending (0: send now, which counts as the latest request)."""
-
-    @abc.abstractmethod
-    def answered(self) -> None:
-        """A request came back (answered or failed)."""
+        :param slot: a slot this limiter booked.
+        """
 
     @abc.abstractmethod
     def penalize(self, seconds: float) -> None:
@@ -131,13 +135,13 @@ class RateLimiter(abc.ABC):
         :param seconds: how long the account must stay quiet.
         """
 
-    async def aclear_to_send(self) -> float:
-        """The async face of :meth:`clear_to_send`."""
-        return self.clear_to_send()
+    async def abook(self) -> Slot:
+        """The async face of :meth:`book`."""
+        return self.book()
 
-    async def aanswered(self) -> None:
-        """The async face of :meth:`answered`."""
-        self.answered()
+    async def aconfirm(self, slot: Slot) -> float:
+        """The async face of :meth:`confirm`."""
+        return self.confirm(slot)
 
     async def apenalize(self, seconds: float) -> None:
         """The async face of :meth:`penalize`."""
@@ -146,15 +150,8 @@ class RateLimiter(abc.ABC):
 
 class HostRateLimiter(RateLimiter):
     """
-    Spaces requests ``interval`` seconds apart, in the order they ask, for every process of the host.
-
-    Thread-safe: :meth:`reserve` books the next free slot under a lock and returns at once. A caller
-    sleeps until its slot, waits while :meth:`clear_to_send` says so, sends, and calls :meth:`answered`
-    when the answer (or the failure) comes. The service counts a request when it handles it, somewhere
-    between its sending and its answer, so a request goes out no sooner than one interval after the
-    previous one was answered: neither a caller woken late (a busy event loop, a loaded machine) nor a
-    request slow to reach the service (a new connection) leaves the service less than an interval between
-    two requests, which its sliding window would refuse.
+    Spaces the requests of an account on this host by :attr:`spacing`, in the order they ask, for every
+    process of the host. Thread-safe: each change happens under a lock (and the shared file's lock).
 
     :param interval: seconds between two requests; 0 turns the limiter off.
     :param shared: the file through which the processes of the host share the state; ``None`` keeps it
@@ -165,37 +162,46 @@ class HostRateLimiter(RateLimiter):
         super().__init__(interval)
         self.shared = shared
         self._next_free = 0.0  # when the next free slot is (time.time())
-        self._latest = -math.inf  # when the latest request was sent or answered
-        self._quiet_until = 0.0  # the end of the latest 429's pause
+        self._quiet_until = 0.0  # the end of the latest 429's hold
+        self._margin = 0.0  # learned from 429s
+        self._clean = 0.0  # bookings since the latest 429 or halving of the margin
         self._lock = threading.Lock()
         self._opened: tuple[int, int] | None = None  # (pid, file descriptor) of the shared file
 
-    def reserve(self) -> float:
-        """Book the next free slot and return how many seconds to wait before sending (0 if now)."""
+    def book(self) -> Slot:
+        """Book the next free slot: after the previous one by the spacing, and after any hold."""
         with self._current() as now:
-            slot = max(now, self._next_free)
-            self._next_free = slot + self.interval
-            return slot - now
+            return Slot(self, self._book(now))
 
-    def clear_to_send(self) -> float:
-        """Seconds still to wait before sending (0: send now, which this counts as the latest request)."""
+    def confirm(self, slot: Slot) -> float:
+        """0 unless a hold covers now; then the slot moves to a new one after it."""
         with self._current() as now:
-            ready = max(self._latest + self.interval, self._quiet_until)
-            if now < ready:
-                return ready - now
-            self._latest = now
-            return 0.0
-
-    def answered(self) -> None:
-        """A request came back (answered or failed): the next one goes no sooner than an interval from now."""
-        with self._current() as now:
-            self._latest = max(self._latest, now)
+            if now >= self._quiet_until:
+                return 0.0
+            slot.due = self._book(now)
+            return slot.due - now
 
     def penalize(self, seconds: float) -> None:
-        """Hold every caller of the account for ``seconds``, booked or not."""
+        """Hold every caller of the account for ``seconds``, booked or not, and widen the margin."""
         with self._current() as now:
-            self._next_free = max(self._next_free, now + seconds)
             self._quiet_until = max(self._quiet_until, now + seconds)
+            self._next_free = max(self._next_free, self._quiet_until)
+            self._margin = min(self._margin + MARGIN_STEP, MARGIN_CAP)
+            self._clean = 0.0
+
+    @property
+    def margin(self) -> float:
+        """The margin learned from 429s, in seconds (added to :attr:`spacing`)."""
+        with self._current():
+            return self._margin
+
+    def _book(self, now: float) -> float:
+        self._clean += 1
+        if self._clean >= DECAY_AFTER:
+            self._margin, self._clean = (self._margin / 2 if self._margin >= 0.001 else 0.0), 0.0
+        slot = max(now, self._next_free, self._quiet_until)
+        self._next_free = slot + (self.spacing + self._margin if self.interval > 0 else 0.0)
+        return slot
 
     @contextlib.contextmanager
     def _current(self) -> Iterator[float]:
@@ -213,9 +219,11 @@ class HostRateLimiter(RateLimiter):
                 saved = os.pread(descriptor, _STATE.size, 0)
                 now = time.time()
                 if len(saved) == _STATE.size:
-                    self._next_free, self._latest, self._quiet_until = _sane(_STATE.unpack(saved), now)
+                    state = _sane(_STATE.unpack(saved), now)
+                    self._next_free, self._quiet_until, self._margin, self._clean = state
                 yield now
-                os.pwrite(descriptor, _STATE.pack(self._next_free, self._latest, self._quiet_until), 0)
+                state = (self._next_free, self._quiet_until, self._margin, self._clean)
+                os.pwrite(descriptor, _STATE.pack(*state), 0)
             finally:
                 fcntl.flock(descriptor, fcntl.LOCK_UN)
 
@@ -238,26 +246,118 @@ class HostRateLimiter(RateLimiter):
         return self._opened[1]
 
 
+class SharedRateLimiter(RateLimiter):
+    """
+    The account's budget held in Redis, for every process on every host that uses the account; the
+    host's limiter stands in while Redis does not answer.
+
+    Each request costs at most two round trips to Redis: the booking and the confirmation right before
+    sending (a 429 adds a third, the hold). When Redis fails, the request is paced by the host limiter
+    instead, one warning says so (:class:`~airflow_provider_nextleg.redis_budget.Reconnect`), and Redis
+    is tried again every few seconds; no request waits for Redis longer than its short timeout.
+
+    :param interval: seconds between two requests.
+    :param budget: the account's budget in Redis.
+    :param host: the host's limiter of the account, for when Redis does not answer.
+    """
+
+    def __init__(self, interval: float, budget: RedisBudget, host: HostRateLimiter) -> None:
+        super().__init__(interval)
+        self.budget = budget
+        self.host = host
+        self.reconnect = Reconnect(budget.settings.conn_id)
+
+    def book(self) -> Slot:
+        """Book the next turn in Redis, or on the host while Redis does not answer."""
+        if self.reconnect.should_try():
+            try:
+                wait = self.budget.book(self.spacing)
+            except BudgetUnavailable as exc:
+                self.reconnect.failed(exc)
+            else:
+                self.reconnect.succeeded()
+                return Slot(self, time.time() + wait)
+        return self.host.book()
+
+    async def abook(self) -> Slot:
+        """The async face of :meth:`book`."""
+        if self.reconnect.should_try():
+            try:
+                wait = await self.budget.abook(self.spacing)
+            except BudgetUnavailable as exc:
+                self.reconnect.failed(exc)
+            else:
+                self.reconnect.succeeded()
+                return Slot(self, time.time() + wait)
+        return await self.host.abook()
+
+    def confirm(self, slot: Slot) -> float:
+        """Confirm in Redis; a Redis that fails meanwhile hands the slot to the host limiter."""
+        try:
+            return self.budget.confirm(self.spacing)
+        except BudgetUnavailable as exc:
+            self.reconnect.failed(exc)
+            return self._on_host(slot)
+
+    async def aconfirm(self, slot: Slot) -> float:
+        """The async face of :meth:`confirm`."""
+        try:
+            return await self.budget.aconfirm(self.spacing)
+        except BudgetUnavailable as exc:
+            self.reconnect.failed(exc)
+            return self._on_host(slot)
+
+    def penalize(self, seconds: float) -> None:
+        """Hold every caller on every host (and on this one, should Redis fail before the hold ends)."""
+        self.host.penalize(seconds)
+        if self.reconnect.should_try():
+            try:
+                self.budget.hold(seconds)
+            except BudgetUnavailable as exc:
+                self.reconnect.failed(exc)
+
+    async def apenalize(self, seconds: float) -> None:
+        """The async face of :meth:`penalize`."""
+        self.host.penalize(seconds)
+        if self.reconnect.should_try():
+            try:
+                await self.budget.ahold(seconds)
+            except BudgetUnavailable as exc:
+                self.reconnect.failed(exc)
+
+    def _on_host(self, slot: Slot) -> float:
+        """Move a slot booked in Redis to the host limiter: the seconds to wait for its new turn there."""
+        moved = self.host.book()
+        slot.limiter, slot.due = self.host, moved.due
+        return moved.delay
+
+
 MAX_STATE_AHEAD = 3600.0
 """Furthest into the future a saved time may lie; a later one (or NaN, infinity) is a damaged file."""
 
 
-def _sane(state: tuple[float, ...], now: float) -> tuple[float, float, float]:
+def _sane(state: tuple[float, ...], now: float) -> tuple[float, float, float, float]:
     """
-    The saved state, or a fresh one when any time in it cannot be right (not finite, far in the future).
+    The saved state, or a fresh one when a value in it cannot be right (not finite, far in the future).
 
     A file written by a process with an absurd interval, or damaged on disk, must not hold every process
     of the host for ever; a fresh state costs at most one early request, which the service's 429 corrects.
     """
+    next_free, quiet_until, margin, clean = state
     limit = now + MAX_STATE_AHEAD
-    next_free, latest, quiet_until = state
-    if all(-math.inf < value <= limit for value in (next_free, quiet_until)) and latest <= limit:
-        return next_free, latest, quiet_until  # (comparisons with NaN are false; latest starts at -inf)
-    log.warning("NextLeg's shared rate-limit state held impossible times: starting it afresh.")
-    return 0.0, -math.inf, 0.0
+    # Comparisons with NaN are false, so NaN fails every check.
+    if (
+        all(0 <= value <= limit for value in (next_free, quiet_until))
+        and 0 <= margin <= MARGIN_CAP
+        and clean >= 0
+    ):
+        return next_free, quiet_until, margin, clean
+    log.warning("NextLeg's shared rate-limit state held impossible values: starting it afresh.")
+    return 0.0, 0.0, 0.0, 0.0
 
 
-_limiters: dict[tuple[str, str], HostRateLimiter] = {}
+_host_limiters: dict[tuple[str, str], HostRateLimiter] = {}
+_shared_limiters: dict[tuple[tuple[str, str], str], SharedRateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
@@ -271,21 +371,33 @@ def account_key(base_url: str, token: str) -> tuple[str, str]:
     return base_url, hashlib.sha256(token.encode()).hexdigest()
 
 
-def rate_limiter_for(base_url: str, token: str, interval: float) -> HostRateLimiter:
+def rate_limiter_for(
+    base_url: str, token: str, interval: float, redis: RedisSettings | None = None
+) -> RateLimiter:
     """
-    The process's one limiter for the account behind ``token`` at ``base_url``, shared with the host.
+    The process's one limiter for the account behind ``token`` at ``base_url``: shared with the host,
+    or, given a redis connection, with every host.
 
     The limiter takes the ``interval`` of the latest caller, so a changed connection applies at once.
 
     :param base_url: the API's base URL.
     :param token: the API token (only its digest is kept).
     :param interval: seconds between two requests of this account.
+    :param redis: the redis connection holding the account's budget for every host, if any.
     """
-    key = account_key(base_url, token)
+    account = account_key(base_url, token)
     with _limiters_lock:
-        limiter = _limiters.get(key)
+        host = _host_limiters.get(account)
+        if host is None:
+            host = _host_limiters[account] = HostRateLimiter(interval, shared=_shared_path(account))
+        host.interval = interval
+        if redis is None:
+            return host
+        key = (account, redis.conn_id)
+        limiter = _shared_limiters.get(key)
         if limiter is None:
-            limiter = _limiters[key] = HostRateLimiter(interval, shared=_shared_path(key))
+            budget = RedisBudget(redis, "\n".join(account))
+            limiter = _shared_limiters[key] = SharedRateLimiter(interval, budget, host)
         limiter.interval = interval
         return limiter
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,20 @@ def dags(airflow_db: None) -> dict[str, Any]:
         sync_bag_to_db(bag, bundle, None)
         found.update(bag.dags)
     return found
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits() -> Iterator[None]:
+    """
+    Each test starts with no pacing state: the emulator fixture keeps one base URL and token for the
+    session, so without this a test would inherit the booked slots and the learned margin of the last.
+    """
+    yield
+    from airflow_provider_nextleg import ratelimit
+
+    with ratelimit._limiters_lock:
+        for limiter in ratelimit._host_limiters.values():
+            if limiter.shared is not None:
+                limiter.shared.unlink(missing_ok=True)
+        ratelimit._host_limiters.clear()
+        ratelimit._shared_limiters.clear()

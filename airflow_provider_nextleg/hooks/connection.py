@@ -26,6 +26,7 @@ from airflow_provider_nextleg.get_provider_info import (
     DEFAULT_TIMEOUT,
 )
 from airflow_provider_nextleg.ratelimit import RateLimiter, account_key, rate_limiter_for
+from airflow_provider_nextleg.redis_budget import RedisSettings, aredis_settings, redis_settings
 
 MAX_TIMEOUT = 3600.0
 """Longest ``timeout`` extra accepted: a request that waits an hour for an answer has hung."""
@@ -46,6 +47,7 @@ class AccountSettings:
     :param timeout: seconds one request may wait for an answer.
     :param rate_limit_interval: seconds between two requests of the account.
     :param expire_mins: the ``expireMins`` of every poll.
+    :param redis: the redis connection holding the account's budget for every host, if one is named.
     """
 
     conn_id: str
@@ -54,14 +56,18 @@ class AccountSettings:
     timeout: float
     rate_limit_interval: float
     expire_mins: int
+    redis: RedisSettings | None = None
 
     @classmethod
-    def from_connection(cls, conn: Connection, extra: Mapping[str, Any]) -> AccountSettings:
+    def from_connection(
+        cls, conn: Connection, extra: Mapping[str, Any], redis: RedisSettings | None = None
+    ) -> AccountSettings:
         """
         Read a nextleg connection: token in the password, base URL in the host, tuning in the extras.
 
         :param conn: the Airflow connection.
         :param extra: its extra, already decoded (the async face decodes it without blocking).
+        :param redis: the connection its ``redis_conn_id`` extra names, read (see :func:`redis_conn_id`).
         """
         if not conn.password:
             raise NextLegAuthenticationError(
@@ -77,6 +83,7 @@ class AccountSettings:
                 conn, extra, "rate_limit_interval", DEFAULT_RATE_LIMIT_INTERVAL, 0.0, MAX_RATE_LIMIT_INTERVAL
             ),
             expire_mins=_extra_integer(conn, extra, "expire_mins", DEFAULT_EXPIRE_MINS, 1, MAX_EXPIRE_MINS),
+            redis=redis,
         )
 
     @property
@@ -87,7 +94,7 @@ class AccountSettings:
     @cached_property
     def limiter(self) -> RateLimiter:
         """The account's request budget, shared by every caller of the host."""
-        return rate_limiter_for(self.base_url, self.token, self.rate_limit_interval)
+        return rate_limiter_for(self.base_url, self.token, self.rate_limit_interval, self.redis)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -105,7 +112,9 @@ def read_connection(conn_id: str) -> AccountSettings:
     :param conn_id: the connection's id.
     """
     conn = BaseHook.get_connection(conn_id)
-    return AccountSettings.from_connection(conn, conn.extra_dejson)
+    extra = conn.extra_dejson
+    redis_id = redis_conn_id(conn, extra)
+    return AccountSettings.from_connection(conn, extra, redis_settings(redis_id) if redis_id else None)
 
 
 async def aread_connection(conn_id: str) -> AccountSettings:
@@ -128,7 +137,27 @@ async def aread_connection(conn_id: str) -> AccountSettings:
         extra = await conn.aextra_dejson()
     else:
         extra = await sync_to_async(lambda: conn.extra_dejson)()
-    return AccountSettings.from_connection(conn, extra)
+    redis_id = redis_conn_id(conn, extra)
+    return AccountSettings.from_connection(conn, extra, await aredis_settings(redis_id) if redis_id else None)
+
+
+def redis_conn_id(conn: Connection, extra: Mapping[str, Any]) -> str | None:
+    """
+    The ``redis_conn_id`` extra: the redis connection that holds the account's budget for every host.
+
+    :param conn: the nextleg connection.
+    :param extra: its extra.
+    """
+    value = extra.get("redis_conn_id")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise NextLegInputError(
+            f"connection {conn.conn_id!r} has redis_conn_id={value!r:.40}, not a connection id",
+            advice="Set the redis_conn_id extra to the id of an Airflow connection of type redis, or "
+            "remove it to keep each host's budget to itself.",
+        )
+    return value.strip()
 
 
 def _base_url(conn: Connection) -> str:

@@ -111,8 +111,6 @@ def send(
         )
     except requests.RequestException as exc:
         raise transport_error(call, settings, exc, sent_nothing=_requests_sent_nothing(exc)) from exc
-    finally:
-        slot.release()
     hold = _hold_after(response.status_code, response.headers, settings.rate_limit_interval)
     if hold is not None:
         settings.limiter.penalize(hold)
@@ -142,8 +140,6 @@ async def asend(
         )
     except httpx.HTTPError as exc:
         raise transport_error(call, settings, exc, sent_nothing=_httpx_sent_nothing(exc)) from exc
-    finally:
-        await slot.arelease()
     hold = _hold_after(response.status_code, response.headers, settings.rate_limit_interval)
     if hold is not None:
         await settings.limiter.apenalize(hold)

@@ -154,7 +154,13 @@ class TestImageDownloader:
 
     @pytest.mark.parametrize(
         "changes",
-        [{"max_bytes": 0}, {"timeout": float("nan")}, {"timeout": "5"}, {"max_attempts": 0}, {"retry_wait": -1}],
+        [
+            {"max_bytes": 0},
+            {"timeout": float("nan")},
+            {"timeout": "5"},
+            {"max_attempts": 0},
+            {"retry_wait": -1},
+        ],
     )
     def test_settings_that_cannot_work_are_refused(self, changes: dict[str, Any]):
         with pytest.raises(NextLegInputError, match="cannot work"):

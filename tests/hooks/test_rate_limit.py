@@ -133,4 +133,4 @@ def test_429_pushes_every_caller_of_the_account(slow_window_emulator, monkeypatc
     other = NextLegHook()
     other_limiter = other._get_settings().limiter
     assert other_limiter is first._get_settings().limiter
-    assert other_limiter.reserve() >= 5.0
+    assert other_limiter.book().delay >= 5.0

@@ -14,7 +14,7 @@ from airflow_provider_nextleg.ratelimit import HostRateLimiter, account_key, rat
 class TestRateLimiter:
     def test_first_slot_is_free_and_later_ones_are_spaced(self):
         limiter = HostRateLimiter(interval=10.0)
-        waits = [limiter.reserve() for _ in range(3)]
+        waits = [limiter.book().delay for _ in range(3)]
         assert waits[0] == 0.0
         # Each reservation lands one interval after the previous one (minus the microseconds between calls).
         assert waits[1] == pytest.approx(10.0, abs=0.5)
@@ -22,22 +22,22 @@ class TestRateLimiter:
 
     def test_idle_time_is_not_banked(self):
         limiter = HostRateLimiter(interval=0.05)
-        limiter.reserve()
+        limiter.book()
         time.sleep(0.2)
-        assert limiter.reserve() == 0.0
-        assert limiter.reserve() > 0.0  # the idle period does not allow a burst
+        assert limiter.book().delay == 0.0
+        assert limiter.book().delay > 0.0  # the idle period does not allow a burst
 
     def test_zero_interval_never_waits(self):
         limiter = HostRateLimiter(interval=0.0)
-        assert [limiter.reserve() for _ in range(5)] == [0.0] * 5
+        assert [limiter.book().delay for _ in range(5)] == [0.0] * 5
 
     def test_penalize_pushes_every_caller(self):
         limiter = HostRateLimiter(interval=1.0)
         limiter.penalize(30.0)
-        assert limiter.reserve() == pytest.approx(30.0, abs=0.5)
+        assert limiter.book().delay == pytest.approx(30.0, abs=0.5)
         # A shorter penalty never pulls the next slot earlier.
         limiter.penalize(1.0)
-        assert limiter.reserve() == pytest.approx(31.0, abs=0.5)
+        assert limiter.book().delay == pytest.approx(31.0, abs=0.5)
 
     def test_threads_get_distinct_slots(self):
         limiter = HostRateLimiter(interval=1.0)
@@ -45,7 +45,7 @@ class TestRateLimiter:
         lock = threading.Lock()
 
         def reserve() -> None:
-            wait = limiter.reserve()
+            wait = limiter.book().delay
             with lock:
                 waits.append(wait)
 
@@ -57,7 +57,8 @@ class TestRateLimiter:
         ordered = sorted(waits)
         # Twenty different slots, one interval apart: no two threads were handed the same one.
         assert all(
-            later - earlier == pytest.approx(1.0, abs=0.2) for earlier, later in itertools.pairwise(ordered)
+            later - earlier == pytest.approx(limiter.spacing, abs=0.2)
+            for earlier, later in itertools.pairwise(ordered)
         )
 
 

@@ -32,47 +32,61 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
-class TestClearToSend:
-    def test_the_first_request_goes_at_once_and_the_next_one_an_interval_later(self, clock: Clock):
-        limiter = HostRateLimiter(interval=10.0)
-        assert limiter.clear_to_send() == 0.0
-        clock.now += 4
-        assert limiter.clear_to_send() == 6.0
+class TestPacing:
+    """Sends are spaced by when they go out: each booking lands one spacing after the previous one."""
 
-    def test_a_late_request_delays_the_one_booked_after_it(self, clock: Clock):
+    def test_the_first_request_goes_at_once_and_the_next_one_a_spacing_later(self, clock: Clock):
         limiter = HostRateLimiter(interval=10.0)
-        assert (limiter.reserve(), limiter.reserve()) == (0.0, 10.0)
-        clock.now += 3  # the first caller wakes late (a busy event loop) ...
-        assert limiter.clear_to_send() == 0.0  # ... and sends now
-        clock.now += 7  # the second caller's slot has come ...
-        assert limiter.clear_to_send() == 3.0  # ... but it waits one interval after the first request
+        first, second = limiter.book(), limiter.book()
+        assert first.delay == 0.0
+        assert second.delay == pytest.approx(limiter.spacing)
+        assert limiter.spacing == pytest.approx(10.0 * (1 + ratelimit.MARGIN_SHARE) + ratelimit.MARGIN_MIN)
 
-    def test_an_answer_starts_the_interval_again(self, clock: Clock):
+    def test_a_slow_answer_does_not_delay_the_next_request(self, clock: Clock):
         limiter = HostRateLimiter(interval=10.0)
-        limiter.clear_to_send()
-        clock.now += 2  # a slow answer
-        limiter.answered()
-        assert limiter.clear_to_send() == 10.0
+        assert limiter.confirm(limiter.book()) == 0.0
+        clock.now += 8  # the answer takes its time; the service counted the request when it arrived
+        later = limiter.book()
+        assert later.delay == pytest.approx(limiter.spacing - 8)
+        clock.now = later.due
+        assert limiter.confirm(later) == 0.0
 
-    def test_a_429_holds_callers_whose_slots_were_booked_before_it(self, clock: Clock):
+    def test_a_429_moves_slots_booked_before_it_past_its_hold(self, clock: Clock):
         limiter = HostRateLimiter(interval=1.0)
-        assert limiter.reserve() == 0.0  # booked, about to send
+        slot = limiter.book()  # booked, about to send
         limiter.penalize(30.0)  # another caller's request was refused with Retry-After: 30
-        assert limiter.clear_to_send() == 30.0
-        assert limiter.reserve() == 30.0
+        assert limiter.confirm(slot) == 30.0
+        assert slot.due == clock.now + 30.0
+        assert limiter.book().delay == pytest.approx(30.0 + limiter.spacing + ratelimit.MARGIN_STEP)
 
-    def test_a_lowered_interval_applies_at_once(self, clock: Clock):
+    def test_a_429_widens_the_spacing_until_clean_bookings_shrink_it_again(self, clock: Clock):
+        limiter = HostRateLimiter(interval=1.0)
+        limiter.penalize(0.0)
+        limiter.penalize(0.0)
+        assert limiter.margin == pytest.approx(2 * ratelimit.MARGIN_STEP)
+        for _ in range(ratelimit.DECAY_AFTER):
+            clock.now += 10
+            limiter.book()
+        assert limiter.margin == pytest.approx(ratelimit.MARGIN_STEP)
+
+    def test_the_learned_margin_is_capped(self, clock: Clock):
+        limiter = HostRateLimiter(interval=1.0)
+        for _ in range(100):
+            limiter.penalize(0.0)
+        assert limiter.margin == ratelimit.MARGIN_CAP
+
+    def test_a_lowered_interval_applies_from_the_next_booking(self, clock: Clock):
         limiter = HostRateLimiter(interval=10.0)
-        limiter.clear_to_send()
+        limiter.book()
         limiter.interval = 1.0  # the connection changed
-        clock.now += 1
-        assert limiter.clear_to_send() == 0.0
+        booked = limiter.book()  # after the slot the old interval booked ...
+        assert limiter.book().due - booked.due == pytest.approx(limiter.spacing)  # ... then the new one
 
     def test_no_interval_never_waits(self, clock: Clock):
         limiter = HostRateLimiter(interval=0.0)
         for _ in range(3):
-            assert limiter.clear_to_send() == 0.0
-            limiter.answered()
+            slot = limiter.book()
+            assert (slot.delay, limiter.confirm(slot)) == (0.0, 0.0)
 
 
 class TestSharedByTheHost:
@@ -81,28 +95,29 @@ class TestSharedByTheHost:
         limiter = rate_limiter_for(base_url, "a-token", 10.0)
         assert limiter.shared is not None
         assert "a-token" not in str(limiter.shared)
-        assert limiter.reserve() == 0.0
+        assert limiter.book().delay == 0.0
 
         other = subprocess.run(
             [
                 sys.executable,
                 "-c",
                 "import sys; from airflow_provider_nextleg.ratelimit import rate_limiter_for; "
-                "print(rate_limiter_for(sys.argv[1], 'a-token', 10.0).reserve())",
+                "print(rate_limiter_for(sys.argv[1], 'a-token', 10.0).book().delay)",
                 base_url,
             ],
             capture_output=True,
             text=True,
             check=True,
         )
-        assert 5.0 < float(other.stdout) <= 10.0  # the next slot, one interval after this process's
+        # The next slot, one spacing after this process's (the last line: Airflow may log before it).
+        assert 5.0 < float(other.stdout.split()[-1]) <= limiter.spacing
 
     def test_without_a_usable_file_a_process_paces_alone(self, tmp_path, caplog: pytest.LogCaptureFixture):
         blocked = tmp_path / "not-a-directory"
         blocked.write_text("")
         limiter = HostRateLimiter(interval=10.0, shared=blocked / "account.limiter")
-        assert limiter.reserve() == 0.0
-        assert limiter.reserve() == pytest.approx(10.0, abs=0.5)
+        assert limiter.book().delay == 0.0
+        assert limiter.book().delay == pytest.approx(10.0, abs=0.5)
         assert limiter.shared is None
         assert "pacing this process alone" in caplog.text
 
@@ -110,8 +125,8 @@ class TestSharedByTheHost:
     def test_impossible_saved_times_are_repaired_not_obeyed(self, tmp_path, poison: float, caplog):
         """A file left by an absurd interval (or damaged) must not hold every process of the host."""
         shared = tmp_path / "account.limiter"
-        shared.write_bytes(struct.pack("3d", poison, poison, poison))
+        shared.write_bytes(struct.pack("4d", poison, poison, poison, poison))
         limiter = HostRateLimiter(interval=10.0, shared=shared)
-        assert limiter.reserve() == 0.0
-        assert limiter.reserve() == pytest.approx(10.0, abs=0.5)
-        assert "impossible times" in caplog.text
+        assert limiter.book().delay == 0.0
+        assert limiter.book().delay == pytest.approx(10.0, abs=0.5)
+        assert "impossible values" in caplog.text
