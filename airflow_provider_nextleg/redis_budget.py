@@ -282,7 +282,15 @@ def _look_up(conn_id: str, get: Callable[[], Any]) -> Any:
 
 
 def _lookup_error(conn_id: str, exc: Exception) -> Exception:
-    if type(exc).__name__ != "AirflowNotFoundException":
+    """The error to raise for a failed lookup: a missing connection becomes a :class:`NextLegInputError`.
+
+    Outside a task, Airflow 3.1 falls through from the secrets backends to the task supervisor, which is
+    not there, and raises an ``ImportError`` (``SUPERVISOR_COMMS``) instead of ``AirflowNotFoundException``.
+    """
+    missing = type(exc).__name__ == "AirflowNotFoundException" or (
+        isinstance(exc, ImportError) and "SUPERVISOR_COMMS" in str(exc)
+    )
+    if not missing:
         return exc
     return NextLegInputError(
         f"there is no Airflow connection {conn_id!r}, which the NextLeg connection's redis_conn_id names",
