@@ -8,8 +8,8 @@ Three ways to run it:
 - the ``nextleg_emulator`` pytest fixture (a clean emulator per test, set as ``nextleg_default``).
 
 Tests inspect and steer it through ``/_emulator/`` with the admin token (:class:`EmulatorAdmin`, whose
-methods :class:`EmulatorServer` has too): ``GET ledger``, ``GET counters``, ``GET jobs``, ``GET webhooks``,
-``GET|PUT|POST faults``, ``GET|PATCH settings``, ``POST reset``.
+methods :class:`EmulatorServer` has too): ``GET ledger``, ``GET counters``, ``GET jobs``, ``GET accounts``,
+``GET webhooks``, ``GET|PUT|POST faults``, ``GET|PATCH settings``, ``POST reset``.
 
 Importing this package is cheap (settings only): the pytest plugin imports it in every pytest run. The
 server side (FastAPI, uvicorn, Pillow, the ``[emulator]`` extra) loads when :class:`EmulatorServer` or

@@ -58,7 +58,7 @@ class EmulatorAdmin:
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Requests per endpoint (``"GET /v2/message"``) under ``requests``, ``unauthorized``,
-        ``rate_limited`` and ``faults``."""
+        ``rate_limited``, ``faults`` and ``forbidden`` (CDN downloads answered 403)."""
         return self._call("GET", "/counters")
 
     def accounts(self) -> dict[str, Any]:
@@ -67,8 +67,9 @@ class EmulatorAdmin:
         return self._call("GET", "/accounts")
 
     def jobs(self) -> list[dict[str, Any]]:
-        """Every job in submission order: ``messageId``, ``type``, ``error``, ``stalled``, and its timeline
-        as UNIX times, ``created``, ``started`` (out of the queue) and ``finished`` (result visible)."""
+        """Every job of every account in submission order: ``messageId``, ``accountId``, ``type``,
+        ``error``, ``stalled``, and its timeline as UNIX times, ``created``, ``started`` (out of the queue)
+        and ``finished`` (result visible)."""
         return self._call("GET", "/jobs")
 
     def webhooks(self) -> list[dict[str, Any]]:
