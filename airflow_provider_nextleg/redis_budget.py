@@ -13,7 +13,8 @@ same state in Redis instead:
   the learned ``margin`` added to every interval;
 * :meth:`RedisBudget.remember` / :meth:`RedisBudget.recall` share the latest answer for a message id for
   a moment, and :meth:`RedisBudget.claim_poll` is a short lease so two processes never poll one message
-  at the same time.
+  at the same time; :meth:`RedisBudget.book_poll` does all three before a poll in one round trip (the
+  shared answer, or the lease and a slot), so a poll costs two round trips with :meth:`~RedisBudget.remember`.
 
 Every method has an ``a``-prefixed async twin for the triggerer. Nothing kept in Redis is a source of
 truth for a job, and every key expires by itself. Any Redis failure (refused, timed out, restarted,
@@ -45,7 +46,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_nextleg.exceptions import NextLegError, NextLegInputError
 
@@ -73,6 +74,9 @@ _US = 1_000_000
 
 # Every time is in microseconds of the Redis server's clock, whole numbers held in Lua's doubles (exact
 # up to 2**53, centuries away), and written with %.0f so that no digit is lost to Lua's %.14g.
+_PRELUDE = """
+if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5: TIME before writes
+"""
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -91,11 +95,7 @@ local function save(idle_ttl_ms)
   redis.call('PEXPIRE', KEYS[1], math.ceil(math.max(last - now, 0) / 1000) + idle_ttl_ms)
 end
 """
-# KEYS[1] the pacing hash; ARGV: interval (us), idle TTL (ms), bookings before the margin halves.
-_BOOK = (
-    _NOW
-    + _SAVE
-    + """
+_BOOKING = """
 local function book(interval, decay_after)
   clean = clean + 1
   if clean >= decay_after then
@@ -107,6 +107,14 @@ local function book(interval, decay_after)
   next_free = slot + interval + margin
   return slot - now
 end
+"""
+# KEYS[1] the pacing hash; ARGV: interval (us), idle TTL (ms), bookings before the margin halves.
+_BOOK = (
+    _PRELUDE
+    + _NOW
+    + _SAVE
+    + _BOOKING
+    + """
 local wait = book(tonumber(ARGV[1]), tonumber(ARGV[3]))
 save(tonumber(ARGV[2]))
 return wait
@@ -118,7 +126,8 @@ _CONFIRM = _BOOK.replace(
 )
 # ARGV: the hold (us), idle TTL (ms), margin step (us), margin cap (us).
 _HOLD = (
-    _NOW
+    _PRELUDE
+    + _NOW
     + _SAVE
     + """
 hold_until = math.max(hold_until, now + tonumber(ARGV[1]))
@@ -131,12 +140,57 @@ return margin
 )
 # Seconds from now of the three times, and the clean bookings: for the benchmark and the tests.
 _STATE = (
-    _NOW
+    _PRELUDE
+    + _NOW
     + """
 return {string.format('%.0f', next_free - now), string.format('%.0f', hold_until - now),
   string.format('%.0f', margin), string.format('%.0f', clean), redis.call('PTTL', KEYS[1])}
 """
 )
+
+
+# KEYS[1] the pacing hash, KEYS[2] the message's shared answer, KEYS[3] its poll lease; ARGV: as _BOOK,
+# then the lease's TTL (ms). {-1, answer} when an answer is shared; {-2} when another process holds the
+# lease; {wait} when this caller took the lease and a slot.
+_BOOK_POLL = (
+    _PRELUDE
+    + """
+local answer = redis.call('GET', KEYS[2])
+if answer then return {-1, answer} end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return {-2} end
+"""
+    + _NOW
+    + _SAVE
+    + _BOOKING
+    + """
+local wait = book(tonumber(ARGV[1]), tonumber(ARGV[3]))
+save(tonumber(ARGV[2]))
+return {wait}
+"""
+)
+# KEYS[1] the shared answer, KEYS[2] the poll lease (released); ARGV: the answer, its TTL (ms).
+_REMEMBER = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
+class PollBooking(NamedTuple):
+    """
+    What :meth:`RedisBudget.book_poll` found: a shared answer, another poller, or a slot of this caller's.
+
+    :param wait: seconds until this caller's slot to poll (it holds the lease), or ``None``.
+    :param answer: the answer another process shared (no need to poll), or ``None``.
+    """
+
+    wait: float | None
+    answer: str | None
+
+    @property
+    def polling_elsewhere(self) -> bool:
+        """Another process holds the lease: :meth:`RedisBudget.recall` its answer a little later."""
+        return self.wait is None and self.answer is None
 
 
 class BudgetUnavailable(NextLegError):
@@ -475,22 +529,50 @@ class RedisBudget:
 
     # --- answers shared for a moment, and poll leases ---------------------------------------------------
 
+    def book_poll(self, message_id: str, interval: float, lease_ttl: float) -> PollBooking:
+        """
+        Before polling ``message_id``, in one round trip: the answer another process shared, or else the
+        poll lease and a send slot (as :meth:`book`), or else nothing (another process is polling it).
+
+        With :meth:`remember` after the answer, a poll costs two round trips, a shared answer one; a poll
+        needs no :meth:`confirm` (a 429 on a poll loses nothing but the poll).
+
+        :param message_id: the NextLeg message id.
+        :param interval: as for :meth:`book`.
+        :param lease_ttl: seconds the lease lasts at most (the poll's timeout; :meth:`remember` ends it).
+        """
+        with self._guard():
+            result = self._script("book_poll")(
+                keys=self._poll_keys(message_id), args=self._poll_args(interval, lease_ttl)
+            )
+            return self._poll_booking(result)
+
+    async def abook_poll(self, message_id: str, interval: float, lease_ttl: float) -> PollBooking:
+        """The async twin of :meth:`book_poll`."""
+        with self._guard():
+            script = await self._ascript("book_poll")
+            result = await script(keys=self._poll_keys(message_id), args=self._poll_args(interval, lease_ttl))
+            return self._poll_booking(result)
+
     def remember(self, message_id: str, payload: str, ttl_seconds: float) -> None:
         """
-        Share the latest answer for ``message_id`` with every process for ``ttl_seconds``.
+        Share the latest answer for ``message_id`` with every process for ``ttl_seconds``, and release
+        the poll lease (one round trip).
 
         :param message_id: the NextLeg message id.
         :param payload: the answer, serialized (JSON).
         :param ttl_seconds: how long others may reuse it instead of polling.
         """
         with self._guard():
-            self._client().set(self._answer_key(message_id), payload, px=_ms(ttl_seconds))
+            keys = [self._answer_key(message_id), self._poll_key(message_id)]
+            self._script("remember")(keys=keys, args=[payload, _ms(ttl_seconds)])
 
     async def aremember(self, message_id: str, payload: str, ttl_seconds: float) -> None:
         """The async twin of :meth:`remember`."""
         with self._guard():
-            client = (await self._aclient())[0]
-            await client.set(self._answer_key(message_id), payload, px=_ms(ttl_seconds))
+            script = await self._ascript("remember")
+            keys = [self._answer_key(message_id), self._poll_key(message_id)]
+            await script(keys=keys, args=[payload, _ms(ttl_seconds)])
 
     def recall(self, message_id: str) -> str | None:
         """The answer for ``message_id`` that a process shared within its TTL, or ``None``."""
@@ -505,8 +587,8 @@ class RedisBudget:
 
     def claim_poll(self, message_id: str, ttl: float) -> bool:
         """
-        Take the lease to poll ``message_id`` for ``ttl`` seconds: ``False`` when another process holds it
-        (then :meth:`recall` its answer a little later instead of polling).
+        Take the lease to poll ``message_id`` for ``ttl`` seconds, or until :meth:`remember`: ``False``
+        when another process holds it (then :meth:`recall` its answer a little later instead of polling).
 
         :param message_id: the NextLeg message id.
         :param ttl: seconds the lease lasts (a poll's timeout, so a crashed poller frees it by itself).
@@ -565,6 +647,21 @@ class RedisBudget:
     def _book_args(self, interval: float) -> list[int]:
         return [round(max(interval, 0.0) * _US), _ms(self.idle_ttl), self.decay_after]
 
+    def _poll_keys(self, message_id: str) -> list[str]:
+        return [self._pace_key, self._answer_key(message_id), self._poll_key(message_id)]
+
+    def _poll_args(self, interval: float, lease_ttl: float) -> list[int]:
+        return [*self._book_args(interval), _ms(lease_ttl)]
+
+    @classmethod
+    def _poll_booking(cls, result: list[Any]) -> PollBooking:
+        code = int(result[0])
+        if code == -1:
+            return PollBooking(wait=None, answer=result[1])
+        if code == -2:
+            return PollBooking(wait=None, answer=None)
+        return PollBooking(wait=cls._seconds(code), answer=None)
+
     def _hold_args(self, seconds: float) -> list[int]:
         step, cap = round(self.margin_step * _US), round(self.margin_cap * _US)
         return [round(max(seconds, 0.0) * _US), _ms(self.idle_ttl), step, cap]
@@ -602,7 +699,14 @@ class RedisBudget:
             raise BudgetUnavailable(self.settings.conn_id, cause) from None
 
 
-_SCRIPTS = {"book": _BOOK, "confirm": _CONFIRM, "hold": _HOLD, "state": _STATE}
+_SCRIPTS = {
+    "book": _BOOK,
+    "confirm": _CONFIRM,
+    "hold": _HOLD,
+    "state": _STATE,
+    "book_poll": _BOOK_POLL,
+    "remember": _REMEMBER,
+}
 
 
 def _ms(seconds: float) -> int:

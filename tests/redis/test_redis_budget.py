@@ -28,6 +28,7 @@ from airflow_provider_nextleg import redis_budget
 from airflow_provider_nextleg.exceptions import NextLegInputError
 from airflow_provider_nextleg.redis_budget import (
     BudgetUnavailable,
+    PollBooking,
     Reconnect,
     RedisBudget,
     RedisSettings,
@@ -391,6 +392,37 @@ class TestAnswers:
         time.sleep(0.4)
         assert twin.claim_poll("m-1", 0.3)  # the lease expired by itself
 
+    def test_remembering_an_answer_ends_the_lease(self, budget: RedisBudget, twin: RedisBudget):
+        assert budget.claim_poll("m-1", 30)
+        budget.remember("m-1", "answer", 0.2)
+        assert twin.recall("m-1") == "answer"
+        time.sleep(0.3)
+        assert twin.claim_poll("m-1", 30)  # not held for the lease's 30 s
+
+    def test_book_poll_shares_an_answer_or_a_lease_and_a_slot(self, budget: RedisBudget, twin: RedisBudget):
+        first = budget.book_poll("m-1", INTERVAL, lease_ttl=30)
+        assert first.wait == pytest.approx(0, abs=0.01)
+        assert first.answer is None
+        assert not first.polling_elsewhere
+        elsewhere = twin.book_poll("m-1", INTERVAL, lease_ttl=30)
+        assert elsewhere.polling_elsewhere  # no slot was booked for it
+        assert twin.book(INTERVAL) == pytest.approx(INTERVAL, abs=0.01)
+        budget.remember("m-1", '{"progress": 100}', 0.3)
+        shared = PollBooking(wait=None, answer='{"progress": 100}')
+        assert twin.book_poll("m-1", INTERVAL, lease_ttl=30) == shared  # no slot: no request
+        time.sleep(0.4)
+        again = twin.book_poll("m-1", INTERVAL, lease_ttl=30)
+        # the answer expired and remember released the lease: this one polls, now (the slots went by)
+        assert again.wait == pytest.approx(0, abs=0.01)
+
+    async def test_the_async_book_poll(self, budget: RedisBudget, twin: RedisBudget):
+        assert (await budget.abook_poll("m-1", INTERVAL, lease_ttl=30)).wait is not None
+        assert (await twin.abook_poll("m-1", INTERVAL, lease_ttl=30)).polling_elsewhere
+        await budget.aremember("m-1", "done", 5)
+        assert (await twin.abook_poll("m-1", INTERVAL, lease_ttl=30)).answer == "done"
+        await budget.aclose()
+        await twin.aclose()
+
     def test_accounts_do_not_share_answers(self, budget: RedisBudget, redis_conn_id: str):
         budget.remember("m-1", "mine", 5)
         assert budget.claim_poll("m-1", 5)
@@ -430,6 +462,19 @@ class TestRoundTrips:
             "pexpire": 25,
         }
 
+    def test_a_poll_costs_two_round_trips_a_shared_answer_one(self, budget: RedisBudget, redis_server):
+        budget.book_poll("warm-up", 0.0, lease_ttl=5)
+        budget.remember("warm-up", "x", 5)
+        redis_server.command("CONFIG", "RESETSTAT")
+        for index in range(10):
+            assert budget.book_poll(f"m-{index}", 0.0, lease_ttl=5).wait is not None
+            budget.remember(f"m-{index}", "answer", 5)  # the answer, shared; the lease released
+        for index in range(10):
+            assert budget.book_poll(f"m-{index}", 0.0, lease_ttl=5).answer == "answer"
+        calls = commands_since_reset(redis_server)
+        assert calls["evalsha"] == 10 * 2 + 10
+        assert set(calls) == {"evalsha", "get", "set", "del", "time", "hmget", "hset", "pexpire"}
+
     async def test_the_async_face_too(self, budget: RedisBudget, redis_server: RedisServer):
         await budget.abook(0.0)
         redis_server.command("CONFIG", "RESETSTAT")
@@ -465,12 +510,14 @@ BUDGET_CALLS: dict[str, Callable[[RedisBudget], Any]] = {
     "remember": lambda budget: budget.remember("m", "x", 1),
     "recall": lambda budget: budget.recall("m"),
     "claim_poll": lambda budget: budget.claim_poll("m", 1),
+    "book_poll": lambda budget: budget.book_poll("m", INTERVAL, 1),
     "abook": lambda budget: asyncio.run(budget.abook(INTERVAL)),
     "aconfirm": lambda budget: asyncio.run(budget.aconfirm(INTERVAL)),
     "ahold": lambda budget: asyncio.run(budget.ahold(1.0)),
     "aremember": lambda budget: asyncio.run(budget.aremember("m", "x", 1)),
     "arecall": lambda budget: asyncio.run(budget.arecall("m")),
     "aclaim_poll": lambda budget: asyncio.run(budget.aclaim_poll("m", 1)),
+    "abook_poll": lambda budget: asyncio.run(budget.abook_poll("m", INTERVAL, 1)),
 }
 
 
