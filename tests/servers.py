@@ -220,10 +220,12 @@ class PostgresServer:
         initdb = need_binary("initdb", "postgresql", candidates=POSTGRES_BIN)
         self.bin = Path(initdb).resolve().parent
         self.port = port or free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="nextleg-postgres-"))
+        as_root = os.geteuid() == 0
+        # /tmp for root: a TMPDIR of root's own may be closed to the postgres user
+        self.root = Path(tempfile.mkdtemp(prefix="nextleg-postgres-", dir="/tmp" if as_root else None))
         self.data = self.root / "data"
         self.as_postgres: list[str] = []
-        if os.geteuid() == 0:
+        if as_root:
             shutil.chown(self.root, "postgres", "postgres")
             self.as_postgres = ["runuser", "-u", "postgres", "--"]
         self.started = False
