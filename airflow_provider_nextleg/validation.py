@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from airflow_provider_nextleg.exceptions import NextLegInputError
+from airflow_provider_nextleg.prompt_flags import FLAG_PATTERN, bad_flag, is_aspect_ratio
 
 MAX_PROMPT_LENGTH = 4000
 """Longest prompt accepted. NextLeg forwards prompts to Midjourney as Discord messages, and 4000
@@ -32,86 +32,6 @@ MIN_ZOOM, MAX_ZOOM = 1.0, 2.0
 # it is, so nothing that needs escaping (and nothing that changes the path: '/', '?', '#', '.', '..') is
 # accepted.
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
-_ASPECT_RATIO = re.compile(r"[1-9][0-9]*:[1-9][0-9]*")
-_FLAG = re.compile(r"(?:^|\s)--(\S*)((?:\s+(?!--)\S+)*)")
-
-
-def _number(low: float, high: float, *, integer: bool = False) -> Callable[[str], bool]:
-    def check(value: str) -> bool:
-        try:
-            number = int(value) if integer else float(value)
-        except ValueError:
-            return False
-        return low <= number <= high
-
-    return check
-
-
-def _one_of(*choices: str) -> Callable[[str], bool]:
-    return lambda value: value.lower() in choices
-
-
-def is_aspect_ratio(value: str) -> bool:
-    """Whether ``value`` is an aspect ratio ``W:H`` of positive integers without leading zeros (``16:9``)."""
-    return _ASPECT_RATIO.fullmatch(value) is not None
-
-
-MIDJOURNEY_VERSIONS = ("1", "2", "3", "4", "5", "5.0", "5.1", "5.2", "6", "6.0", "6.1", "7")
-PROMPT_FLAGS: dict[str, Callable[[str], bool]] = {
-    "ar": is_aspect_ratio,
-    "aspect": is_aspect_ratio,
-    "v": _one_of(*MIDJOURNEY_VERSIONS),
-    "version": _one_of(*MIDJOURNEY_VERSIONS),
-    "niji": _one_of("", "4", "5", "6"),
-    "seed": _number(0, 4294967295, integer=True),
-    "sameseed": _number(0, 4294967295, integer=True),
-    "no": lambda value: value != "",
-    "c": _number(0, 100, integer=True),
-    "chaos": _number(0, 100, integer=True),
-    "q": _one_of(".25", "0.25", ".5", "0.5", "1", "2"),
-    "quality": _one_of(".25", "0.25", ".5", "0.5", "1", "2"),
-    "s": _number(0, 1000, integer=True),
-    "stylize": _number(0, 1000, integer=True),
-    "style": _one_of("raw", "cute", "expressive", "original", "scenic", "4a", "4b", "4c"),
-    "w": _number(0, 3000, integer=True),
-    "weird": _number(0, 3000, integer=True),
-    "iw": _number(0, 3),
-    "stop": _number(10, 100, integer=True),
-    "r": _number(1, 40, integer=True),
-    "repeat": _number(1, 40, integer=True),
-    "tile": lambda value: value == "",
-    "relax": lambda value: value == "",
-    "fast": lambda value: value == "",
-    "turbo": lambda value: value == "",
-}
-"""Midjourney's documented prompt flags and the values each takes (names lower case, values as written).
-
-The provider refuses a documented flag with a bad value before paying for a job that would fail with
-``INVALID_PARAMETER``; a flag missing here is left to the service, since Midjourney adds flags over time.
-The emulator judges prompts by the same table, and there refuses unknown flags as the service does."""
-
-
-def prompt_flags(prompt: str) -> list[tuple[str, str]]:
-    """
-    The ``--flag value`` parts of a prompt, in order: ``(name, value)``, the name lower case.
-
-    :param prompt: the prompt.
-    """
-    return [(name.lower(), value.strip()) for name, value in _FLAG.findall(prompt)]
-
-
-def bad_flag(prompt: str, *, unknown_ok: bool) -> str | None:
-    """
-    The first flag of ``prompt`` with a value Midjourney refuses (``--ar 0:0``), as written; ``None`` if none.
-
-    :param prompt: the prompt.
-    :param unknown_ok: whether a flag missing from :data:`PROMPT_FLAGS` passes.
-    """
-    for name, value in prompt_flags(prompt):
-        check = PROMPT_FLAGS.get(name)
-        if (check is None and not unknown_ok) or (check is not None and not check(value)):
-            return f"--{name} {value}".strip()
-    return None
 
 
 def _fail(problem: str, fix: str) -> NextLegInputError:
@@ -138,7 +58,7 @@ def check_prompt(prompt: object, *, name: str = "prompt") -> str:
             f"{name} has {len(prompt)} characters, over the {MAX_PROMPT_LENGTH} a Discord message carries",
             f"Shorten the {name}.",
         )
-    if not re.search(r"\w", _FLAG.sub(" ", prompt)):
+    if not re.search(r"\w", FLAG_PATTERN.sub(" ", prompt)):
         raise _fail(f"{name} {prompt!r:.80} has flags but no words", f"Say what to draw in the {name}.")
     flag = bad_flag(prompt, unknown_ok=True)
     if flag is not None:

@@ -14,7 +14,8 @@ the Airflow way and carried one step further to an upscale:
 * A retry never pays twice: a retried task whose job is still running waits for it, and one whose job
   already finished reuses its result (Airflow 3.3's task state store).
 * ``SaveImagesOperator`` writes each result's images, with a JSON manifest (prompt, the button that
-  made them, buttons, sha256 of every file), into ``<root>/<dag_id>/<run_id>/``; CDN links expire, files do not. The root comes from
+  made them, buttons, sha256 of every file), into ``<root>/<dag_id>/<run_id>/``; CDN links expire,
+  files do not. The root comes from
   ``NEXTLEG_IMAGES_ROOT`` (default ``file:///tmp/nextleg-images``; any ``ObjectStoragePath`` URI, such as
   ``s3://aws_default@bucket/prefix``). The last task writes ``contact_sheet.html`` there: prompt, grid,
   variation and upscale side by side.

@@ -20,15 +20,10 @@ from airflow_provider_nextleg.emulator.clock import SimClock
 from airflow_provider_nextleg.emulator.images import GRID_SIZE, UPSCALE_SIZE, ImageSpec, Inpaint, read_mask
 from airflow_provider_nextleg.emulator.jobqueue import AccountQueue
 from airflow_provider_nextleg.emulator.jobs import Job, Origin, Route
-from airflow_provider_nextleg.emulator.prompts import (
-    describe_prompts,
-    find_banned_word,
-    is_aspect_ratio,
-    is_link,
-    parse_flags,
-)
+from airflow_provider_nextleg.emulator.prompts import describe_prompts, find_banned_word, is_link, parse_flags
 from airflow_provider_nextleg.emulator.protocol import ApiError, CdnFile
 from airflow_provider_nextleg.emulator.settings import STALL, EmulatorSettings
+from airflow_provider_nextleg.prompt_flags import is_aspect_ratio
 
 GRID_BUTTONS = ("U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4")
 UPSCALE_BUTTONS = (
