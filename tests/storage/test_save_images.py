@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from airflow.sdk import ObjectStoragePath
@@ -210,11 +211,10 @@ class TestImageHostSafety:
             monkeypatch.setenv("AIRFLOW_CONN_NEXTLEG_DEFAULT", emu.airflow_connection_json())
             hook = NextLegHook(retry_wait=0.01)
             finished = wait_for_result(hook, hook.imagine("a red fox in the snow"))
-            job = finished["message_id"]
             # The image host serves the grid and answers 403 for the tiles, which then come through the
-            # emulator's POST /getImage (it reads only the URL's /cdn/<job>/<name> path).
-            grid = image_host.serve(f"/cdn/{job}/grid.png", Answer(png(colour="red")))
-            tiles = [image_host.serve(f"/cdn/{job}/0_{index}.png", Answer(b"", 403)) for index in range(4)]
+            # emulator's POST /getImage (it reads only the URL's path, which names the file).
+            grid = image_host.serve(urlsplit(finished["image_url"]).path, Answer(png(colour="red")))
+            tiles = [image_host.serve(urlsplit(url).path, Answer(b"", 403)) for url in finished["image_urls"]]
             result = finished | {"image_url": grid, "image_urls": tiles}
 
             manifest = save(result, destination, hook)
