@@ -25,17 +25,16 @@ from airflow_provider_nextleg.emulator.settings import EmulatorSettings
 if TYPE_CHECKING:
     from airflow_provider_nextleg.emulator.server import EmulatorServer
 
-#: The session emulator's settings: a 50 s job lasts half a second, the rate limit is off, and direct
-#: downloads of ``imageUrls`` succeed (``cdn_403_rate=0``). The realistic 403s (the settings' and the
-#: CLI's default) stay off here because many tests, the provider's among them, download tiles directly
-#: and check that they did; a test of a client's downloads turns them on with
-#: ``nextleg_emulator.configure(cdn_403_rate=1.0)``.
-SESSION_SETTINGS = EmulatorSettings(time_scale=0.01, rate_limit=False, cdn_403_rate=0.0)
+#: The session emulator's settings: a 50 s job lasts half a second and the rate limit is off; the CDN
+#: answers server downloads of the tiles 403 as the real one does (``cdn_403_rate``'s default), so a DAG
+#: that downloads them directly instead of through ``POST /getImage`` fails here as it would in
+#: production. A test of direct downloads turns that off with ``nextleg_emulator.configure(cdn_403_rate=0)``.
+SESSION_SETTINGS = EmulatorSettings(time_scale=0.01, rate_limit=False)
 
 
 @pytest.fixture(scope="session")
 def nextleg_emulator_server() -> Iterator[EmulatorServer]:
-    """One emulator for the whole session, on a free port (time scale 0.01, no rate limit, no CDN 403s)."""
+    """One emulator for the whole session, on a free port (time scale 0.01, no rate limit)."""
     from airflow_provider_nextleg.emulator.server import EmulatorServer
 
     with EmulatorServer(SESSION_SETTINGS) as server:

@@ -15,8 +15,9 @@ from .support import TIME_SCALE, Api, WebhookReceiver
 
 @pytest.fixture
 def emu(nextleg_emulator: EmulatorServer) -> EmulatorServer:
-    """The plugin's clean per-test emulator, made faster."""
-    nextleg_emulator.configure(time_scale=TIME_SCALE)
+    """The plugin's clean per-test emulator, made faster, its CDN serving tiles to these tests directly
+    (the plugin's realistic 403s to servers are tested on their own, in ``TestCdn403ToServers``)."""
+    nextleg_emulator.configure(time_scale=TIME_SCALE, cdn_403_rate=0.0)
     return nextleg_emulator
 
 

@@ -375,8 +375,10 @@ class TestCdn403ToServers:
         emu.configure(cdn_403_rate=0.0)
         assert httpx.get(grid["imageUrls"][0], trust_env=False).status_code == 200
 
-    def test_the_fixture_keeps_direct_downloads_working(self, emu: EmulatorServer) -> None:
-        assert emu.configure()["cdn_403_rate"] == 0.0
+    def test_the_plugins_fixture_refuses_servers_as_the_real_cdn_does(
+        self, nextleg_emulator: EmulatorServer
+    ) -> None:
+        assert nextleg_emulator.configure()["cdn_403_rate"] == 1.0
 
     def test_get_image_takes_the_real_hosts_urls(self, api: Api) -> None:
         grid = api.imagine()
