@@ -30,7 +30,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 try:
@@ -38,7 +38,8 @@ try:
 except ImportError:  # not a POSIX system: each process keeps its own state
     fcntl = None  # type: ignore[assignment]
 
-from airflow_provider_nextleg.redis_budget import BudgetUnavailable, Reconnect, RedisBudget, RedisSettings
+from airflow_provider_nextleg.redis_budget import RedisBudget
+from airflow_provider_nextleg.redis_connection import BudgetUnavailable, RedisSettings
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,77 @@ class HostRateLimiter(RateLimiter):
         return self._opened[1]
 
 
+class Reconnect:
+    """
+    When to try Redis again after it failed, and one warning per outage.
+
+    ``if policy.should_try(): try: wait = budget.book(i); policy.succeeded() except BudgetUnavailable as
+    e: policy.failed(e); wait = host.reserve()`` — after a failure, :meth:`should_try` is ``False`` for
+    ``retry_every`` seconds, so a dead Redis costs one timeout per period, not one per request. The first
+    failure of an outage logs a warning naming the connection; the first success after it, an info.
+    Thread-safe.
+
+    :param conn_id: the redis connection, for the messages.
+    :param retry_every: seconds between two tries while Redis is down.
+    :param clock: monotonic seconds (a test may move it).
+    """
+
+    def __init__(
+        self, conn_id: str, *, retry_every: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.conn_id = conn_id
+        self.retry_every = retry_every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._next_try = 0.0
+
+    @property
+    def down(self) -> bool:
+        """Whether an outage is going on (the latest try failed)."""
+        return self._down_since is not None
+
+    def should_try(self) -> bool:
+        """Whether to use Redis now: always while it answers, once per ``retry_every`` while it is down."""
+        with self._lock:
+            if self._down_since is None:
+                return True
+            now = self._clock()
+            if now < self._next_try:
+                return False
+            self._next_try = now + self.retry_every  # one caller tries; the others keep to the host
+            return True
+
+    def failed(self, error: BaseException | None = None) -> None:
+        """Redis failed: pace on the host until the next try; a warning if this starts an outage."""
+        with self._lock:
+            now = self._clock()
+            self._next_try = now + self.retry_every
+            if self._down_since is not None:
+                return
+            self._down_since = now
+        log.warning(
+            "Redis connection %r unreachable (%s): pacing on this host only until it answers; "
+            "trying again every %g s.",
+            self.conn_id,
+            getattr(error, "cause", None) or error or "no answer",
+            self.retry_every,
+        )
+
+    def succeeded(self) -> None:
+        """Redis answered: an info if that ends an outage."""
+        with self._lock:
+            if self._down_since is None:
+                return
+            outage = self._clock() - self._down_since
+            self._down_since = None
+        log.info(
+            "Redis connection %r answers again after %.0f s: pacing with every host of the account.",
+            self.conn_id,
+            outage,
+        )
+
+
 class SharedRateLimiter(RateLimiter):
     """
     The account's budget held in Redis, for every process on every host that uses the account; the
@@ -253,7 +325,7 @@ class SharedRateLimiter(RateLimiter):
 
     Each request costs at most two round trips to Redis: the booking and the confirmation right before
     sending (a 429 adds a third, the hold). When Redis fails, the request is paced by the host limiter
-    instead, one warning says so (:class:`~airflow_provider_nextleg.redis_budget.Reconnect`), and Redis
+    instead, one warning says so (:class:`Reconnect`), and Redis
     is tried again every few seconds; no request waits for Redis longer than its short timeout.
 
     :param interval: seconds between two requests.

@@ -26,7 +26,7 @@ from airflow_provider_nextleg.get_provider_info import (
     DEFAULT_TIMEOUT,
 )
 from airflow_provider_nextleg.ratelimit import RateLimiter, account_key, rate_limiter_for
-from airflow_provider_nextleg.redis_budget import RedisSettings, aredis_settings, redis_settings
+from airflow_provider_nextleg.redis_connection import RedisSettings, aredis_settings, redis_settings
 
 MAX_TIMEOUT = 3600.0
 """Longest ``timeout`` extra accepted: a request that waits an hour for an answer has hung."""

@@ -24,13 +24,12 @@ from typing import Any
 import pytest
 from servers import RedisServer, free_port
 
-from airflow_provider_nextleg import redis_budget
+from airflow_provider_nextleg import ratelimit
 from airflow_provider_nextleg.exceptions import NextLegInputError
-from airflow_provider_nextleg.redis_budget import (
+from airflow_provider_nextleg.ratelimit import Reconnect
+from airflow_provider_nextleg.redis_budget import PollBooking, RedisBudget
+from airflow_provider_nextleg.redis_connection import (
     BudgetUnavailable,
-    PollBooking,
-    Reconnect,
-    RedisBudget,
     RedisSettings,
     aredis_settings,
     redis_settings,
@@ -626,7 +625,7 @@ class TestReconnect:
     def test_one_warning_per_outage_one_info_at_rejoining(self, caplog: pytest.LogCaptureFixture):
         now = [100.0]
         policy = Reconnect("shared_redis", retry_every=5.0, clock=lambda: now[0])
-        caplog.set_level(logging.INFO, logger=redis_budget.__name__)
+        caplog.set_level(logging.INFO, logger=ratelimit.__name__)
         assert policy.should_try()
         policy.succeeded()  # nothing to say while it works
         error = BudgetUnavailable("shared_redis", "ConnectionError: refused")
