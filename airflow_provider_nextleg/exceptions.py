@@ -19,7 +19,7 @@ try:
 except ImportError:  # Airflow 3.1: the task SDK does not export AirflowFailException yet.
     from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
 
-from airflow_provider_nextleg.models import JobResult, Message, MessageStatus
+from airflow_provider_nextleg.models import JobResult, Message, MessageStatus, excerpt
 
 _EXCERPT_LENGTH = 200
 
@@ -188,6 +188,21 @@ class NextLegSubmissionUncertainError(NextLegError):
         super().__init__(problem, **kwargs)
 
 
+class NextLegJobUnrecordedError(NextLegError, AirflowFailException):
+    """
+    A job was submitted, but the task could not keep its message id in its task state store.
+
+    Terminal: a retry would not find the job and would submit (and pay for) another one, while this one
+    runs on at Midjourney and stays readable by its id.
+    """
+
+    advice = (
+        "The job runs on and is paid for: wait for it with MessageSensor(message_id=...) or read it with "
+        "NextLegHook().get_message(...); Airflow will not retry this task, which would pay again. Check "
+        "that the worker reaches Airflow's API server (the task state store is kept there)."
+    )
+
+
 class NextLegMalformedResponseError(NextLegError):
     """The answer is not what the NextLeg API sends: not JSON, an HTML page, or required fields missing."""
 
@@ -266,7 +281,7 @@ def read_result(value: object, *, name: str) -> JobResult:
         return JobResult.from_xcom(value)
     except ValueError as exc:
         raise NextLegInputError(
-            f"{name} is not a NextLeg job result ({exc}): {value!r:.200}",
+            f"{name} is not a NextLeg job result ({exc}): {excerpt(value)}",
             advice="Pass the output of a NextLeg job operator that waited for its job "
             "(wait_for_completion=True) or of a MessageSensor. Nothing was sent to NextLeg.",
         ) from None
@@ -296,6 +311,13 @@ class NextLegWaitTimeoutError(NextLegWaitError):
 
 
 _COMMON_FIELDS = ("problem", "endpoint", "status", "message_id", "body")
+# The type of each attribute a payload carries (a string unless named here): a value of another type,
+# from a payload this provider did not write, is left out rather than breaking the error's message.
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "status": int,
+    "retryable": bool,
+    "retry_after": (int, float),
+}
 
 
 def _error_classes() -> dict[str, type[NextLegError]]:
@@ -347,6 +369,8 @@ def error_from_payload(payload: Mapping[str, Any]) -> NextLegError:
     error_class = _error_classes().get(str(payload.get("class")))
     if error_class is None:
         error_class = NextLegWaitTerminalError if payload.get("terminal") else NextLegWaitError
-    names = (*_COMMON_FIELDS[1:], "advice", *error_class.payload_fields)
-    fields = {name: payload[name] for name in names if name in payload}
-    return error_class(str(payload.get("problem") or "the wait ended without a result"), **fields)
+    fields: dict[str, Any] = dict.fromkeys(error_class.payload_fields)
+    for name in (*_COMMON_FIELDS, "advice", *error_class.payload_fields):
+        if isinstance(payload.get(name), _FIELD_TYPES.get(name, str)):
+            fields[name] = payload[name]
+    return error_class(fields.pop("problem", None) or "the wait ended without a result", **fields)

@@ -3,27 +3,42 @@
 Parsing the API is tolerant of the quirks real responses show (the result wrapped in ``response`` or
 flat, progress as a number or a numeric string, ``createdAt`` as an ISO string or a Firestore timestamp,
 optional fields missing) and strict about what must be there: a parse that cannot tell what happened
-raises ``ValueError`` naming the missing piece, which the hook turns into
-:class:`~airflow_provider_nextleg.exceptions.NextLegMalformedResponseError`.
+raises :class:`PayloadError` (a ``ValueError``) naming the missing piece, which the hook turns into
+:class:`~airflow_provider_nextleg.exceptions.NextLegMalformedResponseError`. No other error leaves a
+parser, whatever JSON it is given; and a secondary field that cannot be read (a timestamp) is dropped,
+never a reason to lose an answer's message id.
 
 A finished job travels between tasks as a :class:`JobResult`, in one JSON form (its XCom), read back
-strictly: a value of the wrong type raises ``ValueError``, which
+strictly: a value of the wrong type raises :class:`PayloadError`, which
 :func:`~airflow_provider_nextleg.exceptions.read_result` turns into an input error naming the argument.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, TypedDict, cast, get_type_hints
 
 import pendulum
 
+from airflow_provider_nextleg.error_codes import ErrorCode
+
 Content = str | list[str] | dict[str, Any] | None
+
+
+class PayloadError(ValueError):
+    """A JSON value that is not what it should be: the one error the parsers of this module raise."""
+
+
+def excerpt(value: object) -> str:
+    """A short repr of a JSON value for an error message, safe however large or deeply nested it is."""
+    return reprlib.repr(value)
 
 
 class MessageStatus(str, Enum):
@@ -41,124 +56,6 @@ class MessageStatus(str, Enum):
         return self in (MessageStatus.DONE, MessageStatus.FAILED, MessageStatus.INCOMPLETE)
 
 
-class ErrorKind(str, Enum):
-    """What an error code in a message's content means for a pipeline."""
-
-    WAITING = "waiting"
-    """Not an error: the job is waiting."""
-    RETRYABLE = "retryable"
-    """A transient failure: submitting again may succeed."""
-    TERMINAL = "terminal"
-    """Submitting the same request again will not succeed (or must not be tried)."""
-
-
-class ErrorCode(str, Enum):
-    """The codes Midjourney puts in a message's ``content``, each with its kind and what to do."""
-
-    kind: ErrorKind
-    advice: str
-
-    def __new__(cls, code: str, kind: ErrorKind, advice: str) -> ErrorCode:
-        member = str.__new__(cls, code)
-        member._value_ = code
-        member.kind = kind
-        member.advice = advice
-        return member
-
-    JOB_QUEUED = ("JOB_QUEUED", ErrorKind.WAITING, "The job waits in the account's queue: keep polling.")
-    QUEUE_FULL = ("QUEUE_FULL", ErrorKind.RETRYABLE, "The account's queue is full: submit again later.")
-    BOT_TOOK_TOO_LONG_TO_PROCESS_YOUR_COMMAND = (
-        "BOT_TOOK_TOO_LONG_TO_PROCESS_YOUR_COMMAND",
-        ErrorKind.RETRYABLE,
-        "Midjourney timed out: submit again, a bounded number of times.",
-    )
-    FAILED_TO_PROCESS_YOUR_COMMAND = (
-        "FAILED_TO_PROCESS_YOUR_COMMAND",
-        ErrorKind.RETRYABLE,
-        "A transient failure upstream: submit again, a bounded number of times.",
-    )
-    FAILED_TO_REQUEST = (
-        "FAILED_TO_REQUEST",
-        ErrorKind.RETRYABLE,
-        "NextLeg could not reach Midjourney: submit again, a bounded number of times.",
-    )
-    INTERNAL_ERROR = (
-        "INTERNAL_ERROR",
-        ErrorKind.RETRYABLE,
-        "An internal error upstream: submit again, a bounded number of times.",
-    )
-    MODERATION_OUTAGE = (
-        "MODERATION_OUTAGE",
-        ErrorKind.RETRYABLE,
-        "Midjourney's moderation service is down: submit again later.",
-    )
-    NO_FAST_HOURS = (
-        "NO_FAST_HOURS",
-        ErrorKind.TERMINAL,
-        "The account's fast hours are used up: switch it to relax mode (slash command 'relax') or buy hours.",
-    )
-    BANNED_PROMPT = (
-        "BANNED_PROMPT",
-        ErrorKind.TERMINAL,
-        "Midjourney refused the prompt: change it; never resend it, repeats risk an account ban.",
-    )
-    BLOCKED = (
-        "BLOCKED",
-        ErrorKind.TERMINAL,
-        "Midjourney blocked the request: change the prompt; never resend it, repeats risk an account ban.",
-    )
-    IMAGE_BLOCKED = (
-        "IMAGE_BLOCKED",
-        ErrorKind.TERMINAL,
-        "Midjourney blocked the resulting image: change the prompt; never resend it unchanged.",
-    )
-    INVALID_PARAMETER = (
-        "INVALID_PARAMETER",
-        ErrorKind.TERMINAL,
-        "A parameter or flag in the prompt is invalid (e.g. --ar, --v): fix the prompt.",
-    )
-    INVALID_LINK = (
-        "INVALID_LINK",
-        ErrorKind.TERMINAL,
-        "An image URL in the request cannot be used: give a public http(s) URL of an image.",
-    )
-    BUTTON_NOT_FOUND = (
-        "BUTTON_NOT_FOUND",
-        ErrorKind.TERMINAL,
-        "That button is not on that message: press one of the message's own buttons, on its buttonMessageId.",
-    )
-    JOB_ACTION_RESTRICTED = (
-        "JOB_ACTION_RESTRICTED",
-        ErrorKind.TERMINAL,
-        "Midjourney does not allow that action on this job.",
-    )
-    ALREADY_REQUESTED_UPSCALE = (
-        "ALREADY_REQUESTED_UPSCALE",
-        ErrorKind.TERMINAL,
-        "That upscale was made before: use the earlier result.",
-    )
-    APPEAL_ACCEPTED = (
-        "APPEAL_ACCEPTED",
-        ErrorKind.TERMINAL,
-        "A moderation appeal was accepted: this message has no result; submit again if still wanted.",
-    )
-    APPEAL_REJECTED = (
-        "APPEAL_REJECTED",
-        ErrorKind.TERMINAL,
-        "A moderation appeal was rejected: change the prompt.",
-    )
-    PLEASE_SUBSCRIBE_TO_MJ_IN_YOUR_DASHBOARD = (
-        "PLEASE_SUBSCRIBE_TO_MJ_IN_YOUR_DASHBOARD",
-        ErrorKind.TERMINAL,
-        "The account has no Midjourney subscription: subscribe in the NextLeg dashboard.",
-    )
-
-    @property
-    def retryable(self) -> bool:
-        """Whether submitting the same request again may succeed."""
-        return self.kind is ErrorKind.RETRYABLE
-
-
 _KNOWN_CODES = {code.value: code for code in ErrorCode}
 # A code Midjourney adds later looks like the known ones (upper case words joined by underscores); it
 # counts as a failure only on a finished message without an image, where a prompt cannot be mistaken for it.
@@ -166,21 +63,39 @@ _CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _UNKNOWN_CODE_ADVICE = "An error code this provider does not know: treated as terminal, see NextLeg's docs."
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# The seconds since the epoch a datetime can hold (years 1 to 9999), whatever the platform's time_t.
+_FIRST_SECOND = (datetime(1, 1, 2, tzinfo=timezone.utc) - _EPOCH).total_seconds()
+_LAST_SECOND = (datetime(9999, 12, 31, tzinfo=timezone.utc) - _EPOCH).total_seconds()
+
+
+def _real(value: object) -> float | None:
+    """A finite JSON number as a float; ``None`` for anything else (booleans, NaN, strings...)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value) if abs(value) < 1e300 else math.inf
+    return number if math.isfinite(number) else None
+
+
 def parse_timestamp(value: object) -> datetime | None:
     """
     Read a timestamp as NextLeg sends it: an ISO 8601 string or a Firestore ``{_seconds, _nanoseconds}``.
 
-    Timestamps are informational, so anything else gives ``None`` rather than an error.
+    Timestamps are informational, so anything else, or a date out of any calendar, gives ``None``: this
+    never raises (a submission's answer must yield its message id whatever its ``createdAt``).
 
     :param value: the JSON value.
     """
-    if isinstance(value, dict) and isinstance(value.get("_seconds"), int | float):
-        seconds = value["_seconds"] + (value.get("_nanoseconds") or 0) / 1e9
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    if isinstance(value, dict):
+        seconds, nanoseconds = _real(value.get("_seconds")), _real(value.get("_nanoseconds", 0))
+        if seconds is None or nanoseconds is None:
+            return None
+        seconds += nanoseconds / 1e9
+        return _EPOCH + timedelta(seconds=seconds) if _FIRST_SECOND <= seconds <= _LAST_SECOND else None
     if isinstance(value, str) and value:
         try:
             parsed = pendulum.parse(value)
-        except ValueError:  # pendulum's ParserError included
+        except (ValueError, OverflowError):  # pendulum's ParserError included; a year past 9999
             return None
         return parsed if isinstance(parsed, datetime) else None
     return None
@@ -199,15 +114,19 @@ def _has_result(inner: dict[str, Any]) -> bool:
     return bool(kind) and kind not in _IMAGE_RESULT_TYPES and content not in (None, "")
 
 
+# A seed or an id sent as a number is a whole number of at most this many digits (a seed has 10).
+_MAX_NUMBER_DIGITS = 30
+
+
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is None or value == "":
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**_MAX_NUMBER_DIGITS:
         return str(value)  # a seed or id sent as a number
-    raise ValueError(f"{key!r} should be a string, got {type(value).__name__}")
+    raise PayloadError(f"{key!r} should be a string, got {excerpt(value)}")
 
 
 def _str_list(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -215,24 +134,45 @@ def _str_list(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{key!r} should be a list of strings, got {value!r:.80}")
+        raise PayloadError(f"{key!r} should be a list of strings, got {excerpt(value)}")
     return tuple(value)
 
 
+# Content is a string, four prompts (describe), or a dict of text (info); this depth leaves room for
+# what a later result type may nest, and keeps the result well within what JSON encoders can recurse.
+_MAX_CONTENT_DEPTH = 4
+
+
+def _json_within(value: object, depth: int) -> bool:
+    """Whether ``value`` is JSON of finite numbers nested at most ``depth`` levels."""
+    if isinstance(value, list | tuple):
+        return depth > 0 and all(_json_within(item, depth - 1) for item in value)
+    if isinstance(value, dict):
+        return depth > 0 and all(
+            isinstance(key, str) and _json_within(item, depth - 1) for key, item in value.items()
+        )
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int)
+
+
 def _content(value: object) -> Content:
-    if value is None or isinstance(value, str | list | dict):
-        return value
-    raise ValueError(f"'content' should be a string, list or object, got {type(value).__name__}")
+    if value is None or (isinstance(value, str | list | dict) and _json_within(value, _MAX_CONTENT_DEPTH)):
+        return cast("Content", value)
+    raise PayloadError(
+        f"'content' should be a string, list or object of finite values nested at most "
+        f"{_MAX_CONTENT_DEPTH} levels, got {excerpt(value)}"
+    )
 
 
 def _progress(value: object) -> int:
     """Read progress sent as a number or a numeric string ("45", "45.5")."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"progress should be a number or 'incomplete', got {value!r:.80}")
+        raise PayloadError(f"progress should be a number or 'incomplete', got {excerpt(value)}")
     try:
         return int(float(value))
-    except (ValueError, OverflowError):  # "soon", "nan", "inf"
-        raise ValueError(f"progress should be a number or 'incomplete', got {value!r:.80}") from None
+    except (ValueError, OverflowError):  # "soon", "nan", "inf", a number past any float
+        raise PayloadError(f"progress should be a number or 'incomplete', got {excerpt(value)}") from None
 
 
 @dataclass(frozen=True)
@@ -251,10 +191,10 @@ class SubmitResult:
     def from_api(cls, payload: Any) -> SubmitResult:
         """Parse ``{"success": true, "messageId": "...", "createdAt": "..."}``."""
         if not isinstance(payload, dict):
-            raise ValueError("a submission answer should be a JSON object")
+            raise PayloadError("a submission answer should be a JSON object")
         message_id = payload.get("messageId")
         if payload.get("success") is False or not isinstance(message_id, str) or not message_id:
-            raise ValueError("a submission answer needs success and a messageId")
+            raise PayloadError("a submission answer needs success and a messageId")
         return cls(message_id=message_id, created_at=parse_timestamp(payload.get("createdAt")))
 
 
@@ -274,7 +214,7 @@ class NaughtyResult:
     def from_api(cls, payload: Any) -> NaughtyResult:
         """Parse ``{"isNaughty": bool, "phrase": "..."}``."""
         if not isinstance(payload, dict) or not isinstance(payload.get("isNaughty"), bool):
-            raise ValueError("the answer needs a boolean isNaughty")
+            raise PayloadError("the answer needs a boolean isNaughty")
         return cls(is_naughty=payload["isNaughty"], phrase=_optional_str(payload, "phrase"))
 
 
@@ -282,7 +222,7 @@ def parse_seed(payload: Any) -> str:
     """Parse ``{"seed": "1317396497"}`` (a number is accepted too)."""
     seed = _optional_str(payload, "seed") if isinstance(payload, dict) else None
     if seed is None:
-        raise ValueError("the answer needs a seed")
+        raise PayloadError("the answer needs a seed")
     return seed
 
 
@@ -364,7 +304,7 @@ class Message(_Outcome):
         :param message_id: the id that was polled.
         """
         if not isinstance(payload, dict):
-            raise ValueError("a message should be a JSON object")
+            raise PayloadError("a message should be a JSON object")
         inner = payload.get("response")
         if not isinstance(inner, dict):
             inner = payload  # the flat form of the docs, and webhook bodies
@@ -388,7 +328,7 @@ class Message(_Outcome):
             elif _has_result(inner):
                 status, code = MessageStatus.DONE, None
             else:
-                raise ValueError(
+                raise PayloadError(
                     "a finished message needs a response with a buttonMessageId (image results), a seed, "
                     "a text result's type and content, or an error code in content"
                 )
@@ -430,9 +370,9 @@ def _identity(value: object) -> TaskIdentity | None:
         isinstance(value.get(name), kind) and not isinstance(value.get(name), bool)
         for name, kind in _IDENTITY_TYPES.items()
     ):
-        raise ValueError(
+        raise PayloadError(
             "'submitted_by' should name a task instance: dag_id, run_id, task_id (strings), map_index "
-            f"and try_number (integers), got {value!r:.120}"
+            f"and try_number (integers), got {excerpt(value)}"
         )
     return cast("TaskIdentity", {name: value[name] for name in _IDENTITY_TYPES})
 
@@ -528,7 +468,8 @@ class JobResult(_Outcome):
     @classmethod
     def from_xcom(cls, data: object) -> JobResult:
         """
-        Read :meth:`to_xcom`'s dict back, strictly: ``ValueError`` naming the first value that does not fit.
+        Read :meth:`to_xcom`'s dict back, strictly: :class:`PayloadError` names the first value that
+        does not fit.
 
         ``message_id`` and a finished ``status`` are required; a missing key is an empty value (a result
         written by an earlier version of the provider names no ``button`` nor ``submitted_by``).
@@ -536,14 +477,14 @@ class JobResult(_Outcome):
         :param data: the dict.
         """
         if not isinstance(data, Mapping):
-            raise ValueError(f"a job result should be a dict, got {type(data).__name__}")
+            raise PayloadError(f"a job result should be a dict, got {type(data).__name__}")
         message_id = data.get("message_id")
         if not isinstance(message_id, str) or not message_id:
-            raise ValueError("a job result needs its message_id")
+            raise PayloadError("a job result needs its message_id")
         finished = [status.value for status in MessageStatus if status.is_terminal]
         if data.get("status") not in finished:
-            raise ValueError(
-                f"'status' should be one of {', '.join(finished)}, got {data.get('status')!r:.80}"
+            raise PayloadError(
+                f"'status' should be one of {', '.join(finished)}, got {excerpt(data.get('status'))}"
             )
         return cls(
             message_id=message_id,

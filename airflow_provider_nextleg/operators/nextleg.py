@@ -21,32 +21,24 @@ it is paid for; it finishes on its own and its result stays readable by message 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
 from airflow_provider_nextleg import validation
-from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegNotFoundError, read_result
+from airflow_provider_nextleg.exceptions import NextLegInputError, read_result
 from airflow_provider_nextleg.hooks import calls
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.hooks.transport import ApiCall
-from airflow_provider_nextleg.models import (
-    JobResult,
-    Message,
-    MessageStatus,
-    SubmitResult,
-    TaskIdentity,
-    job_ref,
-)
+from airflow_provider_nextleg.models import JobResult, MessageStatus, SubmitResult, TaskIdentity, job_ref
+from airflow_provider_nextleg.operators.job_state import JobState, fingerprint
 from airflow_provider_nextleg.triggers.nextleg import (
     NextLegMessageTrigger,
     job_result,
@@ -59,9 +51,6 @@ if TYPE_CHECKING:
 
 IMAGE_URL_XCOM_KEY = "nextleg_image_url"
 MESSAGE_ID_XCOM_KEY = "nextleg_message_id"
-STATE_KEY = "nextleg_job"
-"""The task state store key holding ``{"message_id", "request", "submitted_by"}`` of the job this task
-instance submitted: its id, its request's fingerprint, and the try that submitted it."""
 
 SEED_BUTTON = "✉️"
 """The button that returns a finished job's seed; NextLeg accepts it on any finished image result."""
@@ -75,11 +64,6 @@ def _default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
-def task_state_store(context: Context) -> Any:
-    """The task instance's state store (Airflow 3.3+), which outlives retries; ``None`` before 3.3."""
-    return cast("Mapping[str, Any]", context).get("task_state_store")
-
-
 def task_instance_identity(context: Context) -> TaskIdentity:
     """Which task instance, and which try of it, is running: for refs, results and manifests."""
     ti = context["ti"]
@@ -90,23 +74,6 @@ def task_instance_identity(context: Context) -> TaskIdentity:
         "map_index": ti.map_index,
         "try_number": ti.try_number,
     }
-
-
-def fingerprint(call: ApiCall[Any]) -> str:
-    """
-    What identifies a job's request, for recognising it on a retry: the endpoint and the body, less what
-    changes from try to try without changing the job (the ``ref`` names the try; the webhook is where
-    the answer goes).
-
-    :param call: the job's call.
-    """
-    body = {
-        name: value
-        for name, value in (call.json or call.params or {}).items()
-        if name not in ("ref", "webhookOverride")
-    }
-    request = {"endpoint": call.endpoint, "body": body}
-    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class NextLegImageLink(BaseOperatorLink):
@@ -212,84 +179,27 @@ class NextLegJobOperator(BaseOperator):
     # --- the job's life ----------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Check, then resume this task's job if a retry finds one, or submit a new one; then wait."""
+        """Check, then resume this task's job if an earlier try left one, or submit a new one; then wait."""
         submitted_by = task_instance_identity(context)
         own_ref = None if self.ref is None else validation.check_ref(self.ref)
         call = self.build_call(job_ref(submitted_by, own_ref))
         request = fingerprint(call)
-        earlier = self._earlier_job(context, request)
+        state = JobState(context, self.log)
+        earlier = state.earlier_job(self.hook, request, self.expire_mins)
         if earlier is not None and earlier.status is MessageStatus.DONE:
             return self._finish(context, job_result(earlier))
         if earlier is not None:
             message_id = earlier.message_id
         else:
             message_id = self.hook.request(call).message_id
-            store = task_state_store(context)
-            if store is not None:
-                job = {"message_id": message_id, "request": request, "submitted_by": submitted_by}
-                store.set(STATE_KEY, job)
+            # First of all: whatever fails from here on, the next try finds this job instead of paying again.
+            state.record(message_id, request, submitted_by)
         context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")  # the link is empty until the job ends
         if self.wait_for_completion:
             return self._wait(context, message_id)
-        self._forget_job(context)  # submitted is done for this task: a clear submits again
+        state.forget()  # submitted is done for this task: a clear submits again
         return {"message_id": message_id}
-
-    def _earlier_job(self, context: Context, fingerprint: str) -> Message | None:
-        """
-        The job an earlier try of this task instance submitted, when it can still serve.
-
-        That is a job still running (wait for it) or done (reuse its result); ``None`` when there is
-        none to reuse: no task state store, a different request, a failed or expired job, an unknown id.
-        """
-        stored = self._stored_job(context)
-        if stored is None:
-            return None
-        message_id = stored["message_id"]
-        if stored.get("request") != fingerprint:
-            self.log.info("The request changed since job %s was submitted: submitting a new job.", message_id)
-            return None
-        try:
-            message = self.hook.get_message(message_id, expire_mins=self.expire_mins)
-        except NextLegNotFoundError:
-            self.log.warning("NextLeg no longer knows job %s: submitting a new job.", message_id)
-            return None
-        if message.status is MessageStatus.DONE:
-            self.log.info("Job %s from an earlier try already finished: reusing its result.", message_id)
-            return message
-        if not message.status.is_terminal:
-            self.log.info(
-                "Job %s from an earlier try is still %s: waiting for it.", message_id, message.status.value
-            )
-            return message
-        self.log.info(
-            "Job %s from an earlier try ended %s (%s): submitting a new job.",
-            message_id,
-            message.status.value,
-            message.error_code or "no result",
-        )
-        return None
-
-    @staticmethod
-    def _stored_job(context: Context) -> dict[str, Any] | None:
-        """What the task state store holds of the job this task instance submitted, if anything."""
-        store = task_state_store(context)
-        stored = store.get(STATE_KEY) if store is not None else None
-        return stored if isinstance(stored, dict) and isinstance(stored.get("message_id"), str) else None
-
-    def _submitter(self, context: Context, message_id: str) -> TaskIdentity:
-        """The try that submitted the job: the stored one when this try resumed it, else this try."""
-        stored = self._stored_job(context)
-        if stored is not None and stored["message_id"] == message_id and stored.get("submitted_by"):
-            return stored["submitted_by"]
-        return task_instance_identity(context)
-
-    @staticmethod
-    def _forget_job(context: Context) -> None:
-        """The task got what it wanted from its job: a later clear of it is a request for a new one."""
-        store = task_state_store(context)
-        if store is not None:
-            store.delete(STATE_KEY)
 
     def _trigger(self, message_id: str) -> NextLegMessageTrigger:
         return NextLegMessageTrigger(
@@ -326,16 +236,17 @@ class NextLegJobOperator(BaseOperator):
 
     def _finish(self, context: Context, result: JobResult) -> dict[str, Any]:
         """The task's result: the job's, naming the button pressed and the try that submitted the job."""
+        state = JobState(context, self.log)
         result = replace(
             result,
             button=self.pressed_button(),
-            submitted_by=self._submitter(context, result.message_id),
+            submitted_by=state.submitter(result.message_id, task_instance_identity(context)),
         )
         ti = context["ti"]
         ti.xcom_push(key=MESSAGE_ID_XCOM_KEY, value=result.message_id)
         if result.image_url:
             ti.xcom_push(key=IMAGE_URL_XCOM_KEY, value=result.image_url)
-        self._forget_job(context)
+        state.forget()
         self.log.info(
             "NextLeg job %s finished: %s%s",
             result.message_id,

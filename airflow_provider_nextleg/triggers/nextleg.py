@@ -25,7 +25,7 @@ from airflow_provider_nextleg.exceptions import (
     job_failure,
 )
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
-from airflow_provider_nextleg.models import JobResult, Message, MessageStatus
+from airflow_provider_nextleg.models import JobResult, Message, MessageStatus, excerpt
 from airflow_provider_nextleg.polling import TRANSIENT_ERRORS, watch_message
 
 TIMEOUT = "timeout"
@@ -200,7 +200,7 @@ def read_event(event: dict[str, Any]) -> JobResult:
     except ValueError:
         result = None
     if result is None or result.status.value != status:
-        raise NextLegError(f"the wait ended with an event this provider does not know: {event!r:.300}")
+        raise NextLegError(f"the wait ended with an event this provider does not know: {excerpt(event)}")
     return _succeeded(result)
 
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import pytest
 
+from airflow_provider_nextleg.error_codes import ErrorCode, ErrorKind
 from airflow_provider_nextleg.models import (
-    ErrorCode,
-    ErrorKind,
     JobResult,
     Message,
     MessageStatus,
     NaughtyResult,
+    PayloadError,
     SubmitResult,
     TaskIdentity,
     job_ref,
@@ -398,3 +400,153 @@ class TestErrorCodeTable:
             MessageStatus.FAILED,
             MessageStatus.INCOMPLETE,
         }
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# JSON values of every kind, the odd ones first: wrong types, huge and non-finite numbers, Firestore
+# timestamps out of any calendar, nesting deeper than a result ever has.
+ODD_VALUES: list[object] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    10**30,
+    -(10**18),
+    1e300,
+    -1e18,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    "",
+    "x",
+    "nan",
+    "incomplete",
+    "100",
+    "2023-02-30T25:61:00Z",
+    "99999-01-01",
+    "P1D",
+    "U1" * 5000,
+    [],
+    ["U1", None],
+    [[["U1"]]],
+    _nested(50),
+    _nested(2000),
+    {},
+    {"_seconds": 1e300},
+    {"_seconds": -1e18},
+    {"_seconds": 1678840347, "_nanoseconds": "x"},
+    {"_seconds": float("nan")},
+    {"_seconds": float("inf")},
+    {"_seconds": True},
+    {"_seconds": 1678840347, "_nanoseconds": 1e300},
+    {"a": {"b": {"c": {"d": {"e": [1]}}}}},
+    {"x": float("nan")},
+]
+ODD_IDS = [f"{type(value).__name__}-{index}" for index, value in enumerate(ODD_VALUES)]
+
+SUBMITTED = {"success": True, "messageId": "m1", "createdAt": "2023-04-04T13:07:01.927Z"}
+RUNNING = {"progress": 45, "progressImageUrl": "https://cdn.example.com/p.png"}
+FAILED = {"progress": 100, "response": {"content": "BANNED_PROMPT", "buttons": []}}
+DONE_RESULT = JobResult(
+    message_id="m1",
+    status=MessageStatus.DONE,
+    button_message_id="b1",
+    buttons=("U1",),
+    image_url="https://cdn.example.com/grid.png",
+    content="a cat",
+    submitted_by=SUBMITTER,
+).to_xcom()
+
+
+def _variants(payload: dict) -> Iterator[object]:
+    """The payload with each of its fields (and those of its ``response``) replaced by each odd value,
+    then each odd value instead of the whole payload."""
+    for key in payload:
+        for value in ODD_VALUES:
+            yield payload | {key: value}
+    inner = payload.get("response")
+    if isinstance(inner, dict):
+        for key in inner:
+            for value in ODD_VALUES:
+                yield payload | {"response": inner | {key: value}}
+    yield from ODD_VALUES
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> object:
+    """A random JSON value, drawn mostly from the odd ones."""
+    roll = rng.random()
+    if depth < 4 and roll < 0.2:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if depth < 4 and roll < 0.4:
+        keys = ["progress", "response", "content", "buttons", "buttonMessageId", "seed", "messageId"]
+        return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
+    return rng.choice(ODD_VALUES)
+
+
+PARSERS: dict[str, Callable[[object], object]] = {
+    "Message": lambda payload: Message.from_api(payload, "m1"),
+    "SubmitResult": SubmitResult.from_api,
+    "NaughtyResult": NaughtyResult.from_api,
+    "parse_seed": parse_seed,
+    "JobResult": JobResult.from_xcom,
+}
+BASES: dict[str, list[dict]] = {
+    "Message": [DONE_IMAGINE, DONE_FLAT, SEED_RESULT, RUNNING, FAILED],
+    "SubmitResult": [SUBMITTED],
+    "NaughtyResult": [{"isNaughty": True, "phrase": "gore"}],
+    "parse_seed": [{"seed": "1317396497"}],
+    "JobResult": [DONE_RESULT],
+}
+
+
+def _only_payload_errors(parse: Callable[[object], object], payload: object) -> object:
+    """Parse, allowing only the provider's own error; whatever is accepted must travel as JSON."""
+    try:
+        parsed = parse(payload)
+    except PayloadError:
+        return None
+    if isinstance(parsed, Message) and parsed.status.is_terminal:
+        parsed = JobResult.from_message(parsed)
+    if isinstance(parsed, JobResult):
+        data = json.loads(json.dumps(parsed.to_xcom(), allow_nan=False))
+        assert JobResult.from_xcom(data) == parsed
+    return parsed
+
+
+class TestOddJson:
+    """Only the provider's :class:`PayloadError` (a ``ValueError``, which the hook turns into a typed
+    error) may escape a parser, whatever JSON it is given: anything else is a bug. What a parser accepts
+    can be carried on as a result (JSON, no NaN, not nested beyond reason)."""
+
+    @pytest.mark.parametrize("value", ODD_VALUES, ids=ODD_IDS)
+    def test_a_submission_with_an_odd_created_at_still_yields_its_message_id(self, value: object):
+        result = SubmitResult.from_api(SUBMITTED | {"createdAt": value})
+        assert result.message_id == "m1"
+        assert result.created_at is None or isinstance(result.created_at, datetime)
+
+    @pytest.mark.parametrize("value", ODD_VALUES, ids=ODD_IDS)
+    def test_parse_timestamp_never_raises(self, value: object):
+        assert parse_timestamp(value) is None or isinstance(parse_timestamp(value), datetime)
+
+    @pytest.mark.parametrize("name", PARSERS)
+    def test_each_field_of_each_answer_replaced_by_odd_json(self, name: str):
+        for base in BASES[name]:
+            for payload in _variants(base):
+                _only_payload_errors(PARSERS[name], payload)
+
+    @pytest.mark.parametrize("name", PARSERS)
+    def test_random_json(self, name: str):
+        rng = random.Random(f"odd-json-{name}")
+        for _ in range(400):
+            _only_payload_errors(PARSERS[name], _random_json(rng))
+
+    def test_content_nested_beyond_reason_is_refused(self):
+        with pytest.raises(PayloadError, match="content"):
+            Message.from_api({"progress": 100, "response": {"type": "info", "content": _nested(2000)}}, "m1")

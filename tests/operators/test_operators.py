@@ -12,12 +12,8 @@ from airflow_provider_nextleg.emulator import EmulatorServer
 from airflow_provider_nextleg.exceptions import NextLegInputError
 from airflow_provider_nextleg.hooks import calls
 from airflow_provider_nextleg.models import JobResult, MessageStatus
-from airflow_provider_nextleg.operators.nextleg import (
-    ButtonOperator,
-    ImagineOperator,
-    SeedOperator,
-    fingerprint,
-)
+from airflow_provider_nextleg.operators.job_state import fingerprint
+from airflow_provider_nextleg.operators.nextleg import ButtonOperator, ImagineOperator, SeedOperator
 
 UPSTREAM = JobResult(
     message_id="grid0000000000000000",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import re
@@ -15,6 +16,7 @@ from airflow_provider_nextleg.exceptions import (
     AirflowFailException,
     NextLegAuthenticationError,
     NextLegError,
+    NextLegInputError,
     NextLegJobFailedError,
     NextLegJobFailedTerminalError,
     NextLegJobIncompleteError,
@@ -25,6 +27,7 @@ from airflow_provider_nextleg.exceptions import (
     NextLegWaitTimeoutError,
     error_from_payload,
     error_to_payload,
+    read_result,
 )
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.models import MessageStatus
@@ -309,3 +312,31 @@ class TestReadEvent:
     def test_an_event_it_does_not_know_fails_loudly(self, event: Any):
         with pytest.raises(NextLegError, match="does not know"):
             read_event(event)
+
+    @pytest.mark.parametrize("status", ["done", "failed", "incomplete", "timeout", "error", "queued", 7])
+    def test_only_the_providers_errors_come_out_of_any_event(self, status: object):
+        deep: list = []
+        for _ in range(5000):
+            deep = [deep]
+        done = {"message_id": "m1", "status": status}
+        odd: list[object] = [None, 1e300, float("nan"), "x", [], deep, {}, done, done | {"content": deep}]
+        errors = [
+            *odd,
+            {"class": "NextLegJobFailedError"},  # its code and retryability missing
+            {"class": "NextLegSubmissionUncertainError", "problem": deep},
+            {"class": "NextLegError", "status": "x", "advice": 5},
+        ]
+        for result in odd:
+            for error in errors:
+                event = {"status": status, "message_id": "m1", "result": result, "error": error}
+                with contextlib.suppress(NextLegError):
+                    read_event(event)
+
+    @pytest.mark.parametrize("name", ["message", "result"])
+    def test_a_result_argument_of_any_shape_is_an_input_error(self, name: str):
+        deep: list = []
+        for _ in range(5000):
+            deep = [deep]
+        for value in (deep, {"message_id": deep}, {"message_id": "m1", "status": "done", "buttons": deep}):
+            with pytest.raises(NextLegInputError, match=name):
+                read_result(value, name=name)

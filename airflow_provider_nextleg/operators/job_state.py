@@ -1,0 +1,163 @@
+"""What a job operator keeps of its job in the task instance's state store, so that no later try pays again.
+
+A NextLeg job is paid for when it is submitted, and the API cannot find a job again by its request: only
+its message id leads back to it. Airflow 3.3's ``task_state_store`` outlives retries and clears of the
+task instance, so the id goes there the moment the submission answers, before anything else that can
+fail (an XCom push, the trigger, the wait), with the request's fingerprint and the try that submitted it.
+Every later execution of the task instance looks there first (:meth:`JobState.earlier_job`): it waits for
+a job still running, reuses one that finished, and submits anew only when the job failed in a way a new
+submission can mend, or when the request changed. Airflow 3.1 and 3.2 have no task state store: there,
+every try submits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, cast
+
+from airflow_provider_nextleg.exceptions import NextLegJobUnrecordedError, NextLegNotFoundError
+from airflow_provider_nextleg.models import Message, MessageStatus, TaskIdentity
+
+if TYPE_CHECKING:
+    from logging import Logger
+
+    from airflow.sdk import Context
+
+    from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+    from airflow_provider_nextleg.hooks.transport import ApiCall
+
+STATE_KEY = "nextleg_job"
+"""The task state store key holding :class:`StoredJob`: delete it to make the next execution submit anew."""
+RECORD_ATTEMPTS = 3
+"""Writes of a new job's id to the task state store before giving up (each failed one waits a second
+longer): the store talks to Airflow's API server, which may be briefly unreachable."""
+
+
+class StoredJob(TypedDict):
+    """The job a task instance submitted, as its task state store keeps it."""
+
+    message_id: str
+    request: str
+    """The request's :func:`fingerprint`: a stored job serves only the same request."""
+    submitted_by: TaskIdentity
+
+
+def fingerprint(call: ApiCall[Any]) -> str:
+    """
+    What identifies a job's request, for recognising it on a retry: the endpoint and the body, less what
+    changes from try to try without changing the job (the ``ref`` names the try; the webhook is where
+    the answer goes).
+
+    :param call: the job's call.
+    """
+    body = {
+        name: value
+        for name, value in (call.json or call.params or {}).items()
+        if name not in ("ref", "webhookOverride")
+    }
+    request = {"endpoint": call.endpoint, "body": body}
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class JobState:
+    """
+    One execution's view of its task instance's job record.
+
+    :param context: the task's context; its ``task_state_store`` (Airflow 3.3+) holds the record.
+    :param log: where the decisions are told (the operator's log).
+    """
+
+    def __init__(self, context: Context, log: Logger | Any) -> None:
+        self._store = cast("Mapping[str, Any]", context).get("task_state_store")
+        self.log = log
+
+    def stored(self) -> StoredJob | None:
+        """The job this task instance submitted, if the store holds a readable record of one."""
+        stored = self._store.get(STATE_KEY) if self._store is not None else None
+        if not isinstance(stored, dict) or not isinstance(stored.get("message_id"), str):
+            return None
+        return cast("StoredJob", stored)
+
+    def record(self, message_id: str, request: str, submitted_by: TaskIdentity) -> None:
+        """
+        Keep the id of the job just submitted: what an execution does first once its submission answers.
+
+        :raises NextLegJobUnrecordedError: the store refused every write. It is terminal: a retry would
+            not find the job and would pay for another; the error names the job, which still runs.
+        """
+        if self._store is None:
+            return
+        job: StoredJob = {"message_id": message_id, "request": request, "submitted_by": submitted_by}
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                self._store.set(STATE_KEY, job)
+                return
+            except Exception as exc:  # whatever the store's transport raised: the id is not kept
+                self.log.warning(
+                    "Could not keep NextLeg job %s in the task state store (%s); attempt %d of %d.",
+                    message_id,
+                    exc,
+                    attempt,
+                    RECORD_ATTEMPTS,
+                )
+                failure = exc
+                if attempt < RECORD_ATTEMPTS:
+                    time.sleep(attempt)
+        raise NextLegJobUnrecordedError(
+            f"job {message_id} was submitted, but the task state store refused its id ({failure})",
+            message_id=message_id,
+        ) from failure
+
+    def forget(self) -> None:
+        """The task is done with its job: the next execution of the task instance submits anew."""
+        if self._store is not None:
+            self._store.delete(STATE_KEY)
+
+    def submitter(self, message_id: str, this_try: TaskIdentity) -> TaskIdentity:
+        """The try that submitted the job: the stored one when this try resumed it, else this try."""
+        stored = self.stored()
+        if stored is not None and stored["message_id"] == message_id and stored.get("submitted_by"):
+            return stored["submitted_by"]
+        return this_try
+
+    def earlier_job(self, hook: NextLegHook, request: str, expire_mins: int | None) -> Message | None:
+        """
+        The job an earlier execution of this task instance submitted, when it can still serve.
+
+        That is a job still running (wait for it) or done (reuse its result); ``None`` when there is
+        none to reuse: no task state store, a different request, a failed or expired job, an unknown id.
+
+        :param hook: the hook to look the job up with.
+        :param request: this execution's request fingerprint.
+        :param expire_mins: the ``expireMins`` of the look-up.
+        """
+        stored = self.stored()
+        if stored is None:
+            return None
+        message_id = stored["message_id"]
+        if stored.get("request") != request:
+            self.log.info("The request changed since job %s was submitted: submitting a new job.", message_id)
+            return None
+        try:
+            message = hook.get_message(message_id, expire_mins=expire_mins)
+        except NextLegNotFoundError:
+            self.log.warning("NextLeg no longer knows job %s: submitting a new job.", message_id)
+            return None
+        if message.status is MessageStatus.DONE:
+            self.log.info("Job %s from an earlier try already finished: reusing its result.", message_id)
+            return message
+        if not message.status.is_terminal:
+            self.log.info(
+                "Job %s from an earlier try is still %s: waiting for it.", message_id, message.status.value
+            )
+            return message
+        self.log.info(
+            "Job %s from an earlier try ended %s (%s): submitting a new job.",
+            message_id,
+            message.status.value,
+            message.error_code or "no result",
+        )
+        return None
