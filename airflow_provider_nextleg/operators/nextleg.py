@@ -6,11 +6,15 @@ same trigger on the worker. The finished result is returned as a small JSON XCom
 :class:`~airflow_provider_nextleg.models.JobResult`), so the next operator takes ``upstream.output``.
 
 **Retries never pay twice.** On Airflow 3.3 and later the submitted message id is kept in the task
-instance's ``task_state_store``, which survives retries: a retry whose job is still running waits for
-it again, one whose job already finished returns that result, and only a job that failed or expired is
+instance's ``task_state_store``, which survives retries and clears (see
+:mod:`~airflow_provider_nextleg.operators.job_state`): a retry whose job is still running waits for it
+again, one whose job already finished returns that result, and only a job that failed or expired is
 submitted anew. A stored id is used only for the same request (a changed prompt or button submits
-afresh), and it is removed when the task succeeds, so clearing a finished task to regenerate starts a
-new job. Airflow 3.1 and 3.2 have no task state store: there, every try submits a new job.
+afresh). It is removed when the task succeeds, so clearing a finished task to regenerate starts a new
+job, except for the buttons that can only give the same result again (:data:`SAME_RESULT_BUTTONS`, the
+upscales ``U1``–``U4`` first): a clear of such a task returns its result. Airflow 3.1 and 3.2 have no
+task state store: there, every try submits a new job, and a clear of a finished upscale presses it again,
+which NextLeg refuses (``ALREADY_REQUESTED_UPSCALE``, terminal).
 
 **Killing a task does not stop its job.** The API has no cancel call: ``on_kill`` (a task marked failed
 or success, or cleared, while it runs) and a framework timeout leave the job running at Midjourney, and
@@ -54,8 +58,17 @@ MESSAGE_ID_XCOM_KEY = "nextleg_message_id"
 
 SEED_BUTTON = "✉️"
 """The button that returns a finished job's seed; NextLeg accepts it on any finished image result."""
-QUICK_BUTTONS = frozenset({SEED_BUTTON, "❤️ Favorite"})
+FAVORITE_BUTTON = "❤️ Favorite"
+QUICK_BUTTONS = frozenset({SEED_BUTTON, FAVORITE_BUTTON})
 """Buttons whose job answers within seconds, drawing nothing."""
+SAME_RESULT_BUTTONS = frozenset(
+    {"U1", "U2", "U3", "U4", "Upscale (2x)", "Upscale (4x)", SEED_BUTTON, FAVORITE_BUTTON}
+)
+"""Buttons that can only ever give the same result on the same message: the upscales of one picture
+(which NextLeg refuses a second time, ``ALREADY_REQUESTED_UPSCALE``), its seed, its favourite mark. A task
+that pressed one keeps its job, so that a clear returns the same result instead of pressing again. Every
+other button draws something new (``V1``–``V4``, ``🔄``, the zooms and pans, ``Vary``, ``Make Square``,
+describe's ``1️⃣``–``4️⃣``), as imagine and blend do: a clear of such a task makes a new job."""
 QUICK_JOB_WORKER_WAIT = 15.0
 """Seconds a deferrable operator waits on the worker for a quick job (describe, ✉️, ❤️) before deferring."""
 
@@ -176,6 +189,11 @@ class NextLegJobOperator(BaseOperator):
         """The button this operator presses, which its result names; ``None`` for jobs of no button."""
         return None
 
+    def repeats_its_result(self) -> bool:
+        """Whether the same request can only ever give the same result (see :data:`SAME_RESULT_BUTTONS`):
+        then the task keeps its job when it succeeds, and a clear returns that result."""
+        return False
+
     # --- the job's life ----------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -198,8 +216,14 @@ class NextLegJobOperator(BaseOperator):
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")  # the link is empty until the job ends
         if self.wait_for_completion:
             return self._wait(context, message_id)
-        state.forget()  # submitted is done for this task: a clear submits again
+        self._done_with(state)  # submitted is all this task wanted of its job
         return {"message_id": message_id}
+
+    def _done_with(self, state: JobState) -> None:
+        """The task got what it wanted of its job: a clear of it asks for a new job, unless the request can
+        only give this result again."""
+        if not self.repeats_its_result():
+            state.forget()
 
     def _trigger(self, message_id: str) -> NextLegMessageTrigger:
         return NextLegMessageTrigger(
@@ -246,7 +270,7 @@ class NextLegJobOperator(BaseOperator):
         ti.xcom_push(key=MESSAGE_ID_XCOM_KEY, value=result.message_id)
         if result.image_url:
             ti.xcom_push(key=IMAGE_URL_XCOM_KEY, value=result.image_url)
-        state.forget()
+        self._done_with(state)
         self.log.info(
             "NextLeg job %s finished: %s%s",
             result.message_id,
@@ -284,6 +308,9 @@ class ButtonOperator(NextLegJobOperator):
 
     Given an upstream result (``imagine.output``), the button is checked against the buttons that
     result offers before anything is sent. The result names the button it was made with (``button``).
+    A clear of a task whose button can only give the same result (:data:`SAME_RESULT_BUTTONS`: ``U1``–``U4``,
+    ``Upscale (2x)``/``(4x)``, ``✉️``, ``❤️ Favorite``) returns its earlier result on Airflow 3.3+; any other
+    button makes a new job.
     Map it to press several:
     ``ButtonOperator.partial(task_id="upscale", message=imagine.output).expand(button=["U1", "U2"])``.
 
@@ -351,6 +378,10 @@ class ButtonOperator(NextLegJobOperator):
     def pressed_button(self) -> str:
         """The button: the result names it, and so does the manifest of its saved images."""
         return self.button
+
+    def repeats_its_result(self) -> bool:
+        """The upscales, the seed and the favourite mark give the same result on the same message."""
+        return self.button in SAME_RESULT_BUTTONS
 
 
 class DescribeOperator(NextLegJobOperator):

@@ -15,11 +15,14 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_nextleg.emulator import EmulatorServer
-from airflow_provider_nextleg.exceptions import NextLegJobUnrecordedError
+from airflow_provider_nextleg.exceptions import NextLegJobFailedTerminalError, NextLegJobUnrecordedError
 from airflow_provider_nextleg.operators import job_state
 from airflow_provider_nextleg.operators.job_state import STATE_KEY
 from airflow_provider_nextleg.operators.nextleg import (
     MESSAGE_ID_XCOM_KEY,
+    SAME_RESULT_BUTTONS,
+    SEED_BUTTON,
+    ButtonOperator,
     ImagineOperator,
     NextLegJobOperator,
 )
@@ -69,9 +72,9 @@ class TaskInstance:
 
 
 def tries(operator: NextLegJobOperator, store: Store, ti: TaskInstance, attempts: int = 3) -> Iterator[Any]:
-    """Run the operator's tries as Airflow does, sharing one task state store: yield each try's outcome
-    (its result, or its error), stopping at a success or a terminal error."""
-    for try_number in range(1, attempts + 1):
+    """Run the operator's tries as Airflow does from ``ti``'s try on, sharing one task state store: yield
+    each try's outcome (its result, or its error), stopping at a success or a terminal error."""
+    for try_number in range(ti.try_number, ti.try_number + attempts):
         ti.try_number = try_number
         try:
             result = operator.execute({"ti": ti, "task_state_store": store})  # type: ignore[arg-type]
@@ -153,3 +156,52 @@ def _refuse_once(method: Any) -> Any:
         return method(*args, **kwargs)
 
     return refusing
+
+
+def finished_grid() -> dict[str, Any]:
+    """A finished imagine, as the upstream task's result."""
+    [outcome] = tries(imagine(), Store(), TaskInstance())
+    return outcome
+
+
+def press(grid: dict[str, Any], button: str) -> ButtonOperator:
+    return ButtonOperator(task_id="press", message=grid, button=button, deferrable=False)
+
+
+class TestClearingAFinishedTask:
+    """A clear runs the task instance again, with the same task state store."""
+
+    @pytest.mark.parametrize("button", sorted(SAME_RESULT_BUTTONS & {"U1", "U4", SEED_BUTTON}))
+    def test_a_button_that_can_only_give_the_same_result_returns_it(
+        self, nextleg_emulator: EmulatorServer, button: str
+    ):
+        grid, store = finished_grid(), Store()
+        [first] = tries(press(grid, button), store, TaskInstance(task_id="press"))
+        [again] = tries(press(grid, button), store, TaskInstance(task_id="press", try_number=2))
+        assert again == first  # the same job, submitted by the first try
+        assert [entry.get("payload", {}).get("button") for entry in paid(nextleg_emulator)] == [None, button]
+
+    @pytest.mark.parametrize("button", ["V1", "🔄"])
+    def test_a_button_that_draws_makes_a_new_job(self, nextleg_emulator: EmulatorServer, button: str):
+        grid, store = finished_grid(), Store()
+        [first] = tries(press(grid, button), store, TaskInstance(task_id="press"))
+        [again] = tries(press(grid, button), store, TaskInstance(task_id="press", try_number=2))
+        assert again["message_id"] != first["message_id"]
+        assert again["submitted_by"]["try_number"] == 2
+        assert len(paid(nextleg_emulator)) == 3
+
+    def test_an_imagine_makes_a_new_job(self, nextleg_emulator: EmulatorServer):
+        store = Store()
+        [first] = tries(imagine(), store, TaskInstance())
+        [again] = tries(imagine(), store, TaskInstance(try_number=2))
+        assert again["message_id"] != first["message_id"]
+
+    def test_without_a_task_state_store_an_upscale_is_pressed_again_and_refused(
+        self, nextleg_emulator: EmulatorServer
+    ):
+        # Airflow 3.1 and 3.2: nothing outlives the task's try but the upstream's result.
+        grid = finished_grid()
+        [_first] = tries(press(grid, "U1"), Store(), TaskInstance(task_id="press"))
+        [again] = tries(press(grid, "U1"), Store(), TaskInstance(task_id="press", try_number=2))
+        assert isinstance(again, NextLegJobFailedTerminalError)
+        assert again.code == "ALREADY_REQUESTED_UPSCALE"
