@@ -6,8 +6,11 @@ task instance, so the id goes there the moment the submission answers, before an
 fail (an XCom push, the trigger, the wait), with the request's fingerprint and the try that submitted it.
 Every later execution of the task instance looks there first (:meth:`JobState.earlier_job`): it waits for
 a job still running, reuses one that finished, and submits anew only when the job failed in a way a new
-submission can mend, or when the request changed. Airflow 3.1 and 3.2 have no task state store: there,
-every try submits.
+submission can mend, or when the request changed. A try that reports its job's failure forgets the job;
+one that finds a failed job nobody reported (its try was lost: failed by Airflow's scheduler while it
+deferred, or its worker died) acts as that try would have, and a terminal code fails the task rather than
+resending a request Midjourney refused. Airflow 3.1 and 3.2 have no task state store: there, every try
+submits.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from airflow_provider_nextleg.exceptions import NextLegJobUnrecordedError, NextLegNotFoundError
+from airflow_provider_nextleg.exceptions import NextLegJobUnrecordedError, NextLegNotFoundError, job_failure
 from airflow_provider_nextleg.models import Message, MessageStatus, TaskIdentity
 
 if TYPE_CHECKING:
@@ -128,11 +131,14 @@ class JobState:
         The job an earlier execution of this task instance submitted, when it can still serve.
 
         That is a job still running (wait for it) or done (reuse its result); ``None`` when there is
-        none to reuse: no task state store, a different request, a failed or expired job, an unknown id.
+        none to reuse: no task state store, a different request, a job that failed in a way a new one
+        can mend (a retryable code, or incomplete), an unknown id.
 
         :param hook: the hook to look the job up with.
         :param request: this execution's request fingerprint.
         :param expire_mins: the ``expireMins`` of the look-up.
+        :raises NextLegJobFailedTerminalError: the job failed with a terminal code that no try reported:
+            the same request must not be sent again (Midjourney refused it; repeats risk a ban).
         """
         stored = self.stored()
         if stored is None:
@@ -154,6 +160,15 @@ class JobState:
                 "Job %s from an earlier try is still %s: waiting for it.", message_id, message.status.value
             )
             return message
+        if not message.retryable:
+            self.log.warning(
+                "Job %s from an earlier try failed with %s, which no try reported (Airflow lost that try): "
+                "failing with it instead of sending the same request again.",
+                message_id,
+                message.error_code,
+            )
+            self.forget()  # reported now: a clear of the failed task submits anew, as after any failure
+            raise job_failure(message, endpoint="GET /v2/message")
         self.log.info(
             "Job %s from an earlier try ended %s (%s): submitting a new job.",
             message_id,

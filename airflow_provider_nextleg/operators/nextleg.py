@@ -37,7 +37,7 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
 from airflow_provider_nextleg import validation
-from airflow_provider_nextleg.exceptions import NextLegInputError, read_result
+from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegJobFailedError, read_result
 from airflow_provider_nextleg.hooks import calls
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.hooks.transport import ApiCall
@@ -71,6 +71,12 @@ other button draws something new (``V1``–``V4``, ``🔄``, the zooms and pans,
 describe's ``1️⃣``–``4️⃣``), as imagine and blend do: a clear of such a task makes a new job."""
 QUICK_JOB_WORKER_WAIT = 15.0
 """Seconds a deferrable operator waits on the worker for a quick job (describe, ✉️, ❤️) before deferring."""
+IMAGE_JOB_WORKER_WAIT = 5.0
+"""Seconds a deferrable operator waits on the worker for an image job before deferring. Midjourney refuses
+a job (``BANNED_PROMPT``, ``MODERATION_OUTAGE``, ``QUEUE_FULL``...) within 1 to 3 s of its submission,
+while drawing takes 30 s and more: a refusal is then met on the worker, and never by a trigger firing
+seconds after the deferral, which Airflow's scheduler can get wrong (it may fail the try, and a stale copy
+of it run ``execute`` again, see the README)."""
 
 
 def _default_deferrable() -> bool:
@@ -125,7 +131,8 @@ class NextLegJobOperator(BaseOperator):
         which costs more than a job that answers in seconds, and which Airflow's scheduler can get
         wrong when the trigger fires within seconds of the deferral (it may fail the resumed task, see
         the README). ``None``: :data:`QUICK_JOB_WORKER_WAIT` for jobs with a quick text answer
-        (describe, ``✉️``, ``❤️ Favorite``), 0 for jobs that draw images (30 to 75 s).
+        (describe, ``✉️``, ``❤️ Favorite``), :data:`IMAGE_JOB_WORKER_WAIT` for jobs that draw images
+        (30 to 75 s), long enough to see the quick refusals.
     :param poll_interval: seconds between two polls of the job; ``None`` polls as often as the
         connection's rate limit allows (``rate_limit_interval``, one request every 3 s by default), which
         the hook's limiter enforces anyway.
@@ -241,7 +248,7 @@ class NextLegJobOperator(BaseOperator):
             return self.execute_complete(context, asyncio.run(wait_in_process(trigger)))
         worker_wait = self.worker_wait
         if worker_wait is None:
-            worker_wait = QUICK_JOB_WORKER_WAIT if self.answers_quickly() else 0.0
+            worker_wait = QUICK_JOB_WORKER_WAIT if self.answers_quickly() else IMAGE_JOB_WORKER_WAIT
         if worker_wait > 0:
             self.log.info(
                 "Waiting up to %g s for NextLeg job %s on this worker, then in the triggerer.",
@@ -255,8 +262,17 @@ class NextLegJobOperator(BaseOperator):
         self.defer(trigger=trigger, method_name="execute_complete")
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Turn the wait's event into the task's result, or its error (terminal codes are not retried)."""
-        return self._finish(context, read_event(event))
+        """
+        Turn the wait's event into the task's result, or its error (terminal codes are not retried).
+
+        A failed job, reported here, is forgotten: the retry that follows submits anew, and so does a clear.
+        """
+        try:
+            result = read_event(event)
+        except NextLegJobFailedError:
+            JobState(context, self.log).forget()
+            raise
+        return self._finish(context, result)
 
     def _finish(self, context: Context, result: JobResult) -> dict[str, Any]:
         """The task's result: the job's, naming the button pressed and the try that submitted the job."""

@@ -7,19 +7,28 @@ injected somewhere after the submission, then the next try runs; the emulator's 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
+from servers import wait_for
 
-from airflow_provider_nextleg.emulator import EmulatorServer
-from airflow_provider_nextleg.exceptions import NextLegJobFailedTerminalError, NextLegJobUnrecordedError
+from airflow_provider_nextleg.emulator import EmulatorServer, FaultSettings
+from airflow_provider_nextleg.emulator.pytest_plugin import SESSION_SETTINGS
+from airflow_provider_nextleg.exceptions import (
+    NextLegJobFailedError,
+    NextLegJobFailedTerminalError,
+    NextLegJobUnrecordedError,
+)
 from airflow_provider_nextleg.operators import job_state
 from airflow_provider_nextleg.operators.job_state import STATE_KEY
 from airflow_provider_nextleg.operators.nextleg import (
+    IMAGE_JOB_WORKER_WAIT,
     MESSAGE_ID_XCOM_KEY,
+    QUICK_JOB_WORKER_WAIT,
     SAME_RESULT_BUTTONS,
     SEED_BUTTON,
     ButtonOperator,
@@ -78,6 +87,9 @@ def tries(operator: NextLegJobOperator, store: Store, ti: TaskInstance, attempts
         ti.try_number = try_number
         try:
             result = operator.execute({"ti": ti, "task_state_store": store})  # type: ignore[arg-type]
+        except TaskDeferred as deferred:
+            yield deferred  # the trigger's wait is the next step, which the test takes
+            return
         except Exception as exc:
             yield exc
             if isinstance(exc, AirflowFailException):
@@ -88,7 +100,9 @@ def tries(operator: NextLegJobOperator, store: Store, ti: TaskInstance, attempts
 
 
 def imagine(**kwargs: Any) -> ImagineOperator:
-    return ImagineOperator(task_id="imagine", prompt="a lighthouse at dawn", deferrable=False, **kwargs)
+    return ImagineOperator(
+        task_id="imagine", prompt="a lighthouse at dawn", **{"deferrable": False, **kwargs}
+    )
 
 
 def paid(emulator: EmulatorServer) -> list[dict[str, Any]]:
@@ -205,3 +219,58 @@ class TestClearingAFinishedTask:
         [again] = tries(press(grid, "U1"), Store(), TaskInstance(task_id="press", try_number=2))
         assert isinstance(again, NextLegJobFailedTerminalError)
         assert again.code == "ALREADY_REQUESTED_UPSCALE"
+
+
+class TestQuickFailures:
+    """Midjourney refuses a job within 1 to 3 s; a trigger that fires that soon after the deferral is what
+    Airflow's scheduler can get wrong (apache/airflow#72716): it fails the try, whose failure nobody reads."""
+
+    @pytest.mark.parametrize("seconds", [0.2, 3.0])
+    @pytest.mark.parametrize("code", ["BANNED_PROMPT", "MODERATION_OUTAGE"])
+    def test_an_image_job_refused_within_seconds_fails_on_the_worker_without_deferring(
+        self, nextleg_emulator: EmulatorServer, seconds: float, code: str
+    ):
+        delay = seconds / SESSION_SETTINGS.time_scale
+        nextleg_emulator.configure(min_bot_delay=delay, max_bot_delay=delay)
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"lighthouse": code}))
+        [outcome] = list(tries(imagine(deferrable=True), Store(), TaskInstance(), attempts=1))
+        assert isinstance(outcome, NextLegJobFailedError)  # not TaskDeferred
+        assert outcome.code == code
+
+    def test_image_jobs_wait_on_the_worker_past_the_refusals_quick_jobs_longer(self):
+        assert IMAGE_JOB_WORKER_WAIT > 3.0
+        assert imagine(deferrable=True).worker_wait is None  # resolved at the wait
+        assert QUICK_JOB_WORKER_WAIT > IMAGE_JOB_WORKER_WAIT
+
+    @pytest.mark.parametrize(
+        ("code", "submissions"), [("BANNED_PROMPT", 1), ("FAILED_TO_PROCESS_YOUR_COMMAND", 2)]
+    )
+    def test_a_try_lost_while_deferred_is_followed_as_it_would_have_ended(
+        self, nextleg_emulator: EmulatorServer, code: str, submissions: int
+    ):
+        # The first try defers at once; its job fails; Airflow fails that try before execute_complete runs,
+        # and the next try (or a stale copy of the first) runs execute() again.
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"lighthouse": code}))
+        store, ti = Store(), TaskInstance()
+        [deferred] = list(tries(imagine(deferrable=True, worker_wait=0), store, ti, attempts=1))
+        assert isinstance(deferred, TaskDeferred)
+        wait_for(lambda: nextleg_emulator.jobs()[0]["finished"] < time.time(), 10, "the job's failure")
+        ti.try_number = 2
+        [again] = list(tries(imagine(), store, ti, attempts=1))
+        assert len(paid(nextleg_emulator)) == submissions
+        if submissions == 1:  # terminal: the same request is never sent again
+            assert isinstance(again, NextLegJobFailedTerminalError)
+            assert again.code == code
+        else:  # retryable: the lost try's retry submits anew, as it would have
+            assert isinstance(again, NextLegJobFailedError)
+        assert STATE_KEY not in store.values  # reported now: a clear submits anew
+
+    def test_a_reported_failure_is_forgotten_so_a_clear_submits_anew(self, nextleg_emulator: EmulatorServer):
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"lighthouse": "NO_FAST_HOURS"}))
+        store = Store()
+        [failed] = tries(imagine(), store, TaskInstance())
+        assert isinstance(failed, NextLegJobFailedTerminalError)
+        nextleg_emulator.set_faults(FaultSettings())  # the account got its hours back
+        [cleared] = tries(imagine(), store, TaskInstance(try_number=2))
+        assert cleared["status"] == "done"
+        assert len(paid(nextleg_emulator)) == 2
