@@ -65,6 +65,14 @@ def fingerprint(call: ApiCall[Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _try_of(stored: StoredJob) -> str:
+    """Which try submitted a stored job, in words, for the log."""
+    submitted_by = stored.get("submitted_by")
+    if not isinstance(submitted_by, dict) or not isinstance(submitted_by.get("try_number"), int):
+        return "an earlier try"
+    return f"try {submitted_by['try_number']} of this task instance"
+
+
 class JobState:
     """
     One execution's view of its task instance's job record.
@@ -152,26 +160,36 @@ class JobState:
         except NextLegNotFoundError:
             self.log.warning("NextLeg no longer knows job %s: submitting a new job.", message_id)
             return None
+        submitter = _try_of(stored)
         if message.status is MessageStatus.DONE:
-            self.log.info("Job %s from an earlier try already finished: reusing its result.", message_id)
+            self.log.info(
+                "Job %s, submitted by %s, already finished: reusing its result.", message_id, submitter
+            )
             return message
         if not message.status.is_terminal:
             self.log.info(
-                "Job %s from an earlier try is still %s: waiting for it.", message_id, message.status.value
+                "Job %s, submitted by %s, is still %s: waiting for it instead of paying for another. To "
+                "abandon it, delete this task instance's task state key %r before running it again.",
+                message_id,
+                submitter,
+                message.status.value,
+                STATE_KEY,
             )
             return message
         if not message.retryable:
             self.log.warning(
-                "Job %s from an earlier try failed with %s, which no try reported (Airflow lost that try): "
+                "Job %s, submitted by %s, failed with %s, which no try reported (Airflow lost that try): "
                 "failing with it instead of sending the same request again.",
                 message_id,
+                submitter,
                 message.error_code,
             )
             self.forget()  # reported now: a clear of the failed task submits anew, as after any failure
             raise job_failure(message, endpoint="GET /v2/message")
         self.log.info(
-            "Job %s from an earlier try ended %s (%s): submitting a new job.",
+            "Job %s, submitted by %s, ended %s (%s): submitting a new job.",
             message_id,
+            submitter,
             message.status.value,
             message.error_code or "no result",
         )

@@ -274,3 +274,31 @@ class TestQuickFailures:
         [cleared] = tries(imagine(), store, TaskInstance(try_number=2))
         assert cleared["status"] == "done"
         assert len(paid(nextleg_emulator)) == 2
+
+
+class TestMarkedFailedThenCleared:
+    """Marking a running task failed does not stop its job (the API has no cancel): a clear resumes it."""
+
+    def test_the_clear_resumes_the_job_and_says_which_try_submitted_it(
+        self, nextleg_emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+    ):
+        nextleg_emulator.configure(min_duration=100.0, max_duration=100.0)  # 1 s
+        store = Store()
+        [deferred] = tries(imagine(deferrable=True, worker_wait=0), store, TaskInstance(try_number=1))
+        assert isinstance(deferred, TaskDeferred)  # ... and the task is marked failed meanwhile
+        capsys.readouterr()
+        [cleared] = tries(imagine(), store, TaskInstance(try_number=2))
+        logs = "".join(capsys.readouterr())
+        [submission] = paid(nextleg_emulator)
+        assert cleared["message_id"] == submission["messageId"]
+        assert f"Job {submission['messageId']}, submitted by try 1 of this task instance, is still" in logs
+        assert f"delete this task instance's task state key '{STATE_KEY}'" in logs
+
+    def test_deleting_the_state_key_gets_a_new_job(self, nextleg_emulator: EmulatorServer):
+        nextleg_emulator.configure(min_duration=100.0, max_duration=100.0)
+        store = Store()
+        [_deferred] = tries(imagine(deferrable=True, worker_wait=0), store, TaskInstance(try_number=1))
+        store.delete(STATE_KEY)  # what DELETE .../taskInstances/<task>/state-store/nextleg_job does
+        [cleared] = tries(imagine(), store, TaskInstance(try_number=2))
+        assert cleared["submitted_by"]["try_number"] == 2
+        assert len(paid(nextleg_emulator)) == 2
