@@ -17,6 +17,8 @@ DEFAULT_BASE_URL = "https://api.thenextleg.io"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RATE_LIMIT_INTERVAL = 3.0
 DEFAULT_EXPIRE_MINS = 12
+#: The service's own documentation (the ``integrations`` block's ``external-doc-url``).
+NEXTLEG_DOCS_URL = "https://www.thenextleg.io/docs"
 
 # The connection's extra fields, in the ``conn-fields`` format of Airflow's provider.yaml schema.
 CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
@@ -75,6 +77,15 @@ def get_provider_info() -> dict[str, Any]:
         "name": "NextLeg",
         "description": "Submit and follow Midjourney image jobs through the NextLeg v2 API.",
         "versions": [__version__],
+        # Airflow sets the provider's documentation-url itself, from the package's "Documentation"
+        # Project-URL in pyproject.toml (3.3.2 does; 3.1 shows none), whatever this dict says.
+        "integrations": [
+            {
+                "integration-name": "NextLeg",
+                "external-doc-url": NEXTLEG_DOCS_URL,
+                "tags": ["service"],  # one tag, of the list Airflow 3.1's provider schema knows
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "nextleg",

@@ -2,7 +2,8 @@
 
 A bad flag, a bad setting, or an address it cannot listen on ends it at once with one line on stderr that
 names the flag and what it accepts, and exit status 2, the way argparse reports usage errors; never with
-a traceback, and never with a server that answers 500 to every request.
+a traceback, and never with a server that answers 500 to every request. Without the ``[emulator]`` extra
+it ends the same way, ``--help`` included, with one line naming the extra to install.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
+from airflow_provider_nextleg.emulator.extra import missing_extra_message
 from airflow_provider_nextleg.emulator.settings import (
     DEFAULT_ADMIN_TOKEN,
     DEFAULT_BANNED_WORDS,
@@ -225,6 +227,9 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    missing_extra = missing_extra_message()
+    if missing_extra:  # before the flags: --help would describe a server that cannot start
+        return _usage_error(missing_extra)
     args = parse_args(argv)
     try:
         settings = settings_from_args(args)
