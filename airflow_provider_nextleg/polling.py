@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import statistics
 import time
@@ -139,6 +141,7 @@ class _Watch:
     reached: tuple[float, float] = (0.0, 0.0)  # the current progress was reached after [0], by [1]
     first: tuple[int, float] | None = None  # first progress seen after a 0, and about when it was reached
     failures: int = 0
+    answered_at: float = 0.0  # wall-clock time of the poll whose answer the watch took last
 
     @property
     def min_interval(self) -> float:
@@ -221,12 +224,29 @@ class PollScheduler:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), None if due is None else due - now)
                 continue
-            slot = await self.limiter.abook()
-            await asyncio.sleep(slot.delay)
-            watch = self._pick(time.monotonic())
-            if watch is not None:
+            candidate = self._pick(now)
+            if candidate is None:
+                continue
+            turn = await self.limiter.abook_poll(candidate.message_id, lease=self._lease())
+            if turn.slot is None:  # another process polls the job, or has just shared what it saw
+                shared = _shared_answer(turn.shared, candidate.message_id, newer_than=candidate.answered_at)
+                if shared is not None:
+                    self._take(candidate, time.monotonic(), shared[0], answered_at=shared[1])
+                else:
+                    candidate.next_poll = time.monotonic() + max(self.limiter.spacing, RETRY_PAUSE)
+                continue
+            await asyncio.sleep(turn.slot.delay)
+            # The slot goes to the job most worth it when it comes: a poll that came back meanwhile may
+            # have changed which one that is.
+            watch = self._pick(time.monotonic()) or candidate
+            if watch.watchers and not watch.in_flight:
                 watch.in_flight = True
-                self._spawn(self._poll(watch, slot))
+                self._spawn(self._poll(watch, turn.slot))
+
+    def _lease(self) -> float:
+        """How long a poll holds its job for this process alone, where processes share a budget: about
+        until its answer is shared, and no longer than a slow answer takes (a dead poller frees it soon)."""
+        return min(self.session.settings.timeout, 5 * self.limiter.spacing) + self.limiter.spacing
 
     def _pick(self, now: float) -> _Watch | None:
         """The due job expected to finish first (the longest unpolled among equals)."""
@@ -240,8 +260,9 @@ class PollScheduler:
         task.add_done_callback(self._polls.discard)
 
     async def _poll(self, watch: _Watch, slot: Slot) -> None:
-        """Poll a job once, spending ``slot``: what comes back goes to its watchers and the job's estimate."""
-        sent = time.monotonic()
+        """Poll a job once, spending ``slot``: what comes back goes to its watchers and the job's estimate,
+        and to the account's other processes, where they share a budget (so they need not poll it too)."""
+        sent, answered_at = time.monotonic(), time.time()
         answer: Message | Exception
         try:
             answer = await self.session.send(calls.message(watch.message_id, watch.expire_mins), slot)
@@ -250,9 +271,17 @@ class PollScheduler:
         finally:
             watch.in_flight = False
             self._wake.set()
+        if isinstance(answer, Message):
+            await self.limiter.ashare(watch.message_id, _encoded(answer, answered_at))
+        self._take(watch, sent, answer, answered_at=answered_at)
+
+    def _take(self, watch: _Watch, sent: float, answer: Message | Exception, *, answered_at: float) -> None:
+        """What a poll sent at ``sent`` (or another process's, at ``answered_at``) answered: to the job's
+        watchers, and into its estimate."""
         final = isinstance(answer, Exception) and not isinstance(answer, TRANSIENT_ERRORS)
         if isinstance(answer, Message):
             final = answer.status.is_terminal
+            watch.answered_at = answered_at
             self._learn(watch, sent, answer)
         elif not final:
             watch.failures += 1
@@ -346,3 +375,33 @@ async def watch_message(
         session.scheduler.watch(message_id, expire_mins=expire_mins, min_interval=min_interval) as updates,
     ):
         yield updates
+
+
+def _encoded(message: Message, answered_at: float) -> str:
+    """A poll's answer as the account's other processes read it (:func:`_shared_answer`)."""
+    fields = dataclasses.asdict(message)
+    return json.dumps({"at": answered_at, "message": {**fields, "status": message.status.value}})
+
+
+def _shared_answer(text: str | None, message_id: str, *, newer_than: float) -> tuple[Message, float] | None:
+    """
+    Another process's answer to a poll of ``message_id`` and when it was polled, if it is newer than
+    ``newer_than`` and readable (a garbled one is ignored: the job is simply polled again).
+    """
+    if text is None:
+        return None
+    try:
+        shared = json.loads(text)
+        fields = dict(shared["message"])
+        message = Message(
+            **{
+                **fields,
+                "status": MessageStatus(fields["status"]),
+                "buttons": tuple(fields["buttons"]),
+                "image_urls": tuple(fields["image_urls"]),
+            }
+        )
+        at = float(shared["at"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (message, at) if message.message_id == message_id and at > newer_than else None

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 try:
@@ -67,11 +68,13 @@ class Slot:
 
     :param limiter: the limiter it was booked from.
     :param due: when its turn comes (``time.time()``).
+    :param confirmed: whether the booking stands as it is (no confirmation right before sending).
     """
 
-    def __init__(self, limiter: RateLimiter, due: float) -> None:
+    def __init__(self, limiter: RateLimiter, due: float, *, confirmed: bool = False) -> None:
         self.limiter = limiter
         self.due = due
+        self.confirmed = confirmed
 
     @property
     def delay(self) -> float:
@@ -81,14 +84,26 @@ class Slot:
     def wait(self) -> None:
         """Sleep until the turn has come and the limiter confirms it (a 429 since may move it)."""
         time.sleep(self.delay)
-        while (wait := self.limiter.confirm(self)) > 0:
+        while not self.confirmed and (wait := self.limiter.confirm(self)) > 0:
             time.sleep(wait)
 
     async def await_turn(self) -> None:
         """The async face of :meth:`wait`."""
         await asyncio.sleep(self.delay)
-        while (wait := await self.limiter.aconfirm(self)) > 0:
+        while not self.confirmed and (wait := await self.limiter.aconfirm(self)) > 0:
             await asyncio.sleep(wait)
+
+
+@dataclass(frozen=True)
+class PollTurn:
+    """
+    What a poll of one message may do now (:meth:`RateLimiter.abook_poll`): spend ``slot``; or, without a
+    slot, take ``shared``, the answer another process of the account just had; or, with neither, leave
+    the job to the process that is polling it now.
+    """
+
+    slot: Slot | None = None
+    shared: str | None = None
 
 
 class RateLimiter(abc.ABC):
@@ -139,6 +154,25 @@ class RateLimiter(abc.ABC):
     async def abook(self) -> Slot:
         """The async face of :meth:`book`."""
         return self.book()
+
+    async def abook_poll(self, message_id: str, *, lease: float) -> PollTurn:
+        """
+        A turn for a poll of ``message_id``: a slot, unless another process of the account is polling it
+        or has just shared its answer (:class:`SharedRateLimiter`; a host's pollers share one scheduler).
+
+        :param message_id: the message to poll.
+        :param lease: the most seconds the poll may hold the message for itself.
+        """
+        return PollTurn(slot=await self.abook())
+
+    async def ashare(self, message_id: str, answer: str) -> None:
+        """
+        Let the account's other processes read a poll's answer for a moment, instead of polling again.
+
+        :param message_id: the message polled.
+        :param answer: the answer, encoded by the poll scheduler.
+        """
+        return  # a host's pollers share one scheduler per account: nothing to share but in Redis
 
     async def aconfirm(self, slot: Slot) -> float:
         """The async face of :meth:`confirm`."""
@@ -195,6 +229,16 @@ class HostRateLimiter(RateLimiter):
         """The margin learned from 429s, in seconds (added to :attr:`spacing`)."""
         with self._current():
             return self._margin
+
+    def follow(self, due: float) -> None:
+        """
+        Note a request this host sent on a turn booked elsewhere (in Redis), so that, should this limiter
+        have to stand in, it starts from the host's own latest send instead of from nothing.
+
+        :param due: when that request's turn was (``time.time()``).
+        """
+        with self._current():
+            self._next_free = max(self._next_free, due + self.spacing + self._margin)
 
     def _book(self, now: float) -> float:
         self._clean += 1
@@ -348,7 +392,7 @@ class SharedRateLimiter(RateLimiter):
                 self.reconnect.failed(exc)
             else:
                 self.reconnect.succeeded()
-                return Slot(self, time.time() + wait)
+                return self._booked(time.time() + wait)
         return self.host.book()
 
     async def abook(self) -> Slot:
@@ -360,8 +404,33 @@ class SharedRateLimiter(RateLimiter):
                 self.reconnect.failed(exc)
             else:
                 self.reconnect.succeeded()
-                return Slot(self, time.time() + wait)
+                return self._booked(time.time() + wait)
         return await self.host.abook()
+
+    async def abook_poll(self, message_id: str, *, lease: float) -> PollTurn:
+        """In one round trip: another process's fresh answer, or the message's lease and a slot (a poll
+        needs no confirmation: a 429 on a poll loses nothing but the poll), or neither."""
+        if self.reconnect.should_try():
+            try:
+                booking = await self.budget.abook_poll(message_id, self.spacing, lease)
+            except BudgetUnavailable as exc:
+                self.reconnect.failed(exc)
+            else:
+                self.reconnect.succeeded()
+                if booking.wait is None:
+                    return PollTurn(shared=booking.answer)
+                return PollTurn(slot=self._booked(time.time() + booking.wait, confirmed=True))
+        return PollTurn(slot=await self.host.abook())
+
+    async def ashare(self, message_id: str, answer: str) -> None:
+        """Share the answer for most of a spacing (this process's own next poll of it comes later), and
+        end the message's lease."""
+        if self.reconnect.down:
+            return
+        try:
+            await self.budget.aremember(message_id, answer, max(0.05, 0.8 * self.spacing))
+        except BudgetUnavailable as exc:
+            self.reconnect.failed(exc)
 
     def confirm(self, slot: Slot) -> float:
         """Confirm in Redis; a Redis that fails meanwhile hands the slot to the host limiter."""
@@ -396,6 +465,11 @@ class SharedRateLimiter(RateLimiter):
                 await self.budget.ahold(seconds)
             except BudgetUnavailable as exc:
                 self.reconnect.failed(exc)
+
+    def _booked(self, due: float, *, confirmed: bool = False) -> Slot:
+        """A slot booked in Redis, which the host limiter follows (see :meth:`HostRateLimiter.follow`)."""
+        self.host.follow(due)
+        return Slot(self, due, confirmed=confirmed)
 
     def _on_host(self, slot: Slot) -> float:
         """Move a slot booked in Redis to the host limiter: the seconds to wait for its new turn there."""
