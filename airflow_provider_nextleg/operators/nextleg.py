@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, BaseOperatorLink
-from airflow.sdk.execution_time.xcom import XCom
 
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegJobFailedError, read_result
@@ -53,7 +52,6 @@ from airflow_provider_nextleg.triggers.nextleg import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-IMAGE_URL_XCOM_KEY = "nextleg_image_url"
 MESSAGE_ID_XCOM_KEY = "nextleg_message_id"
 
 SEED_BUTTON = "✉️"
@@ -102,11 +100,16 @@ class NextLegImageLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
         """
-        The image URL the task pushed when its job finished; empty before that.
+        The image of the job this try finished; empty before that, and for a job with no image.
+
+        Airflow calls this on the worker after every try, with the operator that ran it, and keeps the
+        answer as the link's own XCom, which the UI reads. So the URL is taken from the operator: an XCom
+        of it would be missing after every try that failed before its job finished, and Airflow logs each
+        read of a missing XCom at ERROR ("XCom not found").
 
         ``ti_key`` is a ``TaskInstanceKey``, whose module moved between Airflow 3.1 and 3.3.
         """
-        return XCom.get_value(key=IMAGE_URL_XCOM_KEY, ti_key=ti_key) or ""
+        return getattr(operator, "image_url", None) or ""
 
 
 class NextLegJobOperator(BaseOperator):
@@ -171,6 +174,8 @@ class NextLegJobOperator(BaseOperator):
         self.poll_interval = validation.check_seconds(poll_interval, name="poll_interval")
         self.wait_timeout = validation.check_seconds(wait_timeout, name="wait_timeout", positive=True)
         self.expire_mins = None if expire_mins is None else validation.check_expire_mins(expire_mins)
+        self.image_url: str | None = None
+        """The image of the job this try finished, for :class:`NextLegImageLink`."""
 
     @cached_property
     def hook(self) -> NextLegHook:
@@ -220,7 +225,6 @@ class NextLegJobOperator(BaseOperator):
             # First of all: whatever fails from here on, the next try finds this job instead of paying again.
             state.record(message_id, request, submitted_by)
         context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
-        context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")  # the link is empty until the job ends
         if self.wait_for_completion:
             return self._wait(context, message_id)
         self._done_with(state)  # submitted is all this task wanted of its job
@@ -282,10 +286,8 @@ class NextLegJobOperator(BaseOperator):
             button=self.pressed_button(),
             submitted_by=state.submitter(result.message_id, task_instance_identity(context)),
         )
-        ti = context["ti"]
-        ti.xcom_push(key=MESSAGE_ID_XCOM_KEY, value=result.message_id)
-        if result.image_url:
-            ti.xcom_push(key=IMAGE_URL_XCOM_KEY, value=result.image_url)
+        context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=result.message_id)
+        self.image_url = result.image_url
         self._done_with(state)
         self.log.info(
             "NextLeg job %s finished: %s%s",
