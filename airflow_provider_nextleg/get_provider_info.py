@@ -17,6 +17,9 @@ DEFAULT_BASE_URL = "https://api.thenextleg.io"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RATE_LIMIT_INTERVAL = 3.0
 DEFAULT_EXPIRE_MINS = 12
+MODES = ("direct", "load_balancer", "pay_per_use")
+"""How jobs reach Midjourney: one account (``/v2``), the load balancer, or pay-per-use credits."""
+DEFAULT_MODE = "direct"
 #: The service's own documentation (the ``integrations`` block's ``external-doc-url``).
 NEXTLEG_DOCS_URL = "https://www.thenextleg.io/docs"
 
@@ -46,6 +49,14 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
         ),
         "schema": {"type": ["integer", "null"], "minimum": 1, "default": DEFAULT_EXPIRE_MINS},
     },
+    "mode": {
+        "label": "Mode",
+        "description": (
+            "direct: one Midjourney account (/v2); load_balancer: the service's Multi-Account Setup "
+            "(/loadBalancer, jobs spread over the accounts behind the token); pay_per_use: /ppu credits."
+        ),
+        "schema": {"type": ["string", "null"], "enum": list(MODES), "default": DEFAULT_MODE},
+    },
     "redis_conn_id": {
         "label": "Redis connection (several hosts)",
         "description": (
@@ -54,6 +65,24 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
             "Empty: each host keeps its own budget."
         ),
         "schema": {"type": ["string", "null"], "default": None},
+    },
+    "webhook_url": {
+        "label": "Webhook receiver URL",
+        "description": (
+            "The public base URL of the provider's webhook receiver, which NextLeg must reach: "
+            "https://<API server>/nextleg (served by Airflow's API server), or the address of a "
+            "standalone nextleg-webhook-receiver. Set: jobs complete by webhook (one request per job), "
+            "with a rare reconciliation poll. Empty: jobs are polled."
+        ),
+        "schema": {"type": ["string", "null"], "default": None},
+    },
+    "webhook_secret": {
+        "label": "Webhook secret",
+        "description": (
+            "Signs each job's webhook token (at least 16 characters, e.g. secrets.token_urlsafe(32)); "
+            "the receiver accepts a result only with its job's token. Required with a webhook URL."
+        ),
+        "schema": {"type": ["string", "null"], "format": "password", "default": None},
     },
 }
 

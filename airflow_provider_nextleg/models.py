@@ -182,10 +182,13 @@ class SubmitResult:
 
     :param message_id: the job's message id, for ``get_message``.
     :param created_at: when the service registered the job, if it said so.
+    :param route_id: through the load balancer or pay-per-use, the id (``loadBalanceId``, ``ppuId``) that
+        routes the job's polls and button presses to the account running it.
     """
 
     message_id: str
     created_at: datetime | None = None
+    route_id: str | None = None
 
     @classmethod
     def from_api(cls, payload: Any) -> SubmitResult:
@@ -195,7 +198,11 @@ class SubmitResult:
         message_id = payload.get("messageId")
         if payload.get("success") is False or not isinstance(message_id, str) or not message_id:
             raise PayloadError("a submission answer needs success and a messageId")
-        return cls(message_id=message_id, created_at=parse_timestamp(payload.get("createdAt")))
+        return cls(
+            message_id=message_id,
+            created_at=parse_timestamp(payload.get("createdAt")),
+            route_id=_route_id(payload),
+        )
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,23 @@ class NaughtyResult:
         if not isinstance(payload, dict) or not isinstance(payload.get("isNaughty"), bool):
             raise PayloadError("the answer needs a boolean isNaughty")
         return cls(is_naughty=payload["isNaughty"], phrase=_optional_str(payload, "phrase"))
+
+
+ROUTE_KEYS = ("loadBalanceId", "ppuId")
+"""The fields that route a job's polls and presses to its account: the load balancer's, pay-per-use's."""
+
+
+def _route_id(data: Mapping[str, Any]) -> str | None:
+    """The ``loadBalanceId`` or ``ppuId`` an answer carries, if any."""
+    return next((value for key in ROUTE_KEYS if (value := _optional_str(data, key)) is not None), None)
+
+
+def parse_url(payload: Any) -> str:
+    """Parse ``{"url": "https://..."}``."""
+    url = _optional_str(payload, "url") if isinstance(payload, dict) else None
+    if url is None:
+        raise PayloadError("the answer needs a url")
+    return url
 
 
 def parse_seed(payload: Any) -> str:
@@ -273,6 +297,8 @@ class Message(_Outcome):
     :param ref: the ``ref`` sent with the request, echoed back.
     :param seed: the job's seed, when the result carries it.
     :param originating_message_id: the id of the request that started this job.
+    :param route_id: the ``loadBalanceId`` or ``ppuId`` of a job run through the load balancer or
+        pay-per-use (see :class:`SubmitResult`).
     """
 
     message_id: str
@@ -289,6 +315,7 @@ class Message(_Outcome):
     ref: str | None = None
     seed: str | None = None
     originating_message_id: str | None = None
+    route_id: str | None = None
 
     @classmethod
     def from_api(cls, payload: Any, message_id: str) -> Message:
@@ -347,6 +374,7 @@ class Message(_Outcome):
             ref=_optional_str(inner, "ref"),
             seed=_optional_str(inner, "seed"),
             originating_message_id=_optional_str(inner, "originatingMessageId"),
+            route_id=_route_id(inner),
         )
 
 
@@ -420,6 +448,8 @@ class JobResult(_Outcome):
     :param button: the button pressed to make this job (a ``ButtonOperator``'s); ``None`` otherwise.
     :param submitted_by: the task instance whose try submitted the job; ``None`` for a job submitted
         elsewhere (e.g. one a ``MessageSensor`` waited for).
+    :param route_id: the ``loadBalanceId`` or ``ppuId`` of a job run through the load balancer or
+        pay-per-use: a ``ButtonOperator`` pressing this result's buttons sends it on.
     """
 
     message_id: str
@@ -435,6 +465,7 @@ class JobResult(_Outcome):
     ref: str | None = None
     button: str | None = None
     submitted_by: TaskIdentity | None = None
+    route_id: str | None = None
 
     @classmethod
     def from_message(cls, message: Message) -> JobResult:
@@ -457,6 +488,7 @@ class JobResult(_Outcome):
             type=message.type,
             seed=message.seed,
             ref=message.ref,
+            route_id=message.route_id,
         )
 
     def to_xcom(self) -> dict[str, Any]:
@@ -500,4 +532,5 @@ class JobResult(_Outcome):
             ref=_optional_str(data, "ref"),
             button=_optional_str(data, "button"),
             submitted_by=_identity(data.get("submitted_by")),
+            route_id=_optional_str(data, "route_id"),
         )

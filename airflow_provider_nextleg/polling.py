@@ -131,6 +131,7 @@ class _Watch:
 
     message_id: str
     expire_mins: int
+    route_id: str | None
     registered: float
     watchers: dict[Updates, float] = field(default_factory=dict)  # each watcher's min_interval
     next_poll: float = 0.0
@@ -161,7 +162,7 @@ class PollScheduler:
         self.session = session
         self.limiter = session.limiter
         self.durations = durations_for(self.limiter)
-        self._watches: dict[tuple[str, int], _Watch] = {}
+        self._watches: dict[tuple[str, int, str | None], _Watch] = {}
         self._watchers = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -174,7 +175,7 @@ class PollScheduler:
 
     @contextlib.asynccontextmanager
     async def watch(
-        self, message_id: str, *, expire_mins: int | None, min_interval: float
+        self, message_id: str, *, expire_mins: int | None, min_interval: float, route_id: str | None = None
     ) -> AsyncIterator[Updates]:
         """
         Register a watcher of a message for the duration of the block; see :func:`watch_message`.
@@ -182,11 +183,11 @@ class PollScheduler:
         Watchers of the same message (and ``expire_mins``) share its polls.
         """
         expire = self.session.settings.expire_mins if expire_mins is None else expire_mins
-        key = (message_id, expire)
+        key = (message_id, expire, route_id)
         watch = self._watches.get(key)
         if watch is None:
             now = time.monotonic()
-            watch = _Watch(message_id, expire, registered=now, next_poll=now)
+            watch = _Watch(message_id, expire, route_id, registered=now, next_poll=now)
             watch.expected = now + (self.durations.typical or PRIOR_SECONDS)
             self._watches[key] = watch
         updates = Updates()
@@ -265,7 +266,9 @@ class PollScheduler:
         sent, answered_at = time.monotonic(), time.time()
         answer: Message | Exception
         try:
-            answer = await self.session.send(calls.message(watch.message_id, watch.expire_mins), slot)
+            answer = await self.session.send(
+                calls.message(watch.message_id, watch.expire_mins, watch.route_id), slot
+            )
         except Exception as exc:  # the watchers' business: a transient error delays, any other ends the wait
             answer = exc
         finally:
@@ -290,7 +293,7 @@ class PollScheduler:
             watch.next_poll = time.monotonic() + pause
             log.debug("NextLeg job %s: poll failed (%s); next in %.1f s", watch.message_id, answer, pause)
         if final:  # nothing more to learn: the watchers have the answer and leave
-            key = (watch.message_id, watch.expire_mins)
+            key = (watch.message_id, watch.expire_mins, watch.route_id)
             if self._watches.get(key) is watch:
                 del self._watches[key]
         for updates in watch.watchers:
@@ -355,7 +358,12 @@ def schedulers() -> list[PollScheduler]:
 
 @contextlib.asynccontextmanager
 async def watch_message(
-    conn_id: str, message_id: str, *, expire_mins: int | None = None, min_interval: float = 0.0
+    conn_id: str,
+    message_id: str,
+    *,
+    expire_mins: int | None = None,
+    min_interval: float = 0.0,
+    route_id: str | None = None,
 ) -> AsyncIterator[Updates]:
     """
     Wait on a message through its account's scheduler: ``async with watch_message(conn_id, id) as updates:``.
@@ -369,10 +377,13 @@ async def watch_message(
     :param message_id: the job's message id.
     :param expire_mins: the ``expireMins`` of each poll; ``None`` takes the connection's.
     :param min_interval: the least time between two polls of this message.
+    :param route_id: the submission's ``route_id``, through the load balancer or pay-per-use.
     """
     async with (
         account_session(conn_id) as session,
-        session.scheduler.watch(message_id, expire_mins=expire_mins, min_interval=min_interval) as updates,
+        session.scheduler.watch(
+            message_id, expire_mins=expire_mins, min_interval=min_interval, route_id=route_id
+        ) as updates,
     ):
         yield updates
 

@@ -24,6 +24,10 @@ MAX_MESSAGE_ID_LENGTH = 128
 """Longest message id accepted; NextLeg's ids are 20 characters (Firestore document ids)."""
 
 CUSTOM_ZOOM_BUTTON = "Custom Zoom"
+VARY_REGION_BUTTON = "🖌️ Vary (Region)"
+MAX_MASK_BYTES = 8 * 1024 * 1024
+"""Largest mask accepted: an upscale's size, as a PNG, is far smaller."""
+MAX_MASK_SIDE = 4096
 SLASH_COMMANDS = ("relax", "fast", "private", "stealth")
 MIN_BLEND_URLS, MAX_BLEND_URLS = 2, 5
 MIN_ZOOM, MAX_ZOOM = 1.0, 2.0
@@ -170,33 +174,73 @@ def check_aspect_ratio(ar: object) -> str:
     return ar
 
 
-def check_custom_zoom(button: str, zoom: object, ar: object, prompt: object) -> None:
+def check_button_options(button: str, zoom: object, ar: object, prompt: object, mask: object) -> bytes | None:
     """
-    The Custom Zoom options: ``zoom`` is required with that button, and ``zoom``, ``ar``, ``prompt``
-    belong to it alone.
+    The options some buttons take: ``Custom Zoom`` needs ``zoom`` (and may take ``ar`` and ``prompt``);
+    ``🖌️ Vary (Region)`` needs ``mask`` and may take ``prompt``; no other button takes any of them.
 
     :param button: the button pressed.
     :param zoom: the zoom factor, or ``None``.
     :param ar: the aspect ratio, or ``None``.
     :param prompt: the replacement prompt, or ``None``.
+    :param mask: the region to redraw, a PNG's bytes, or ``None``.
+    :return: the mask's bytes, checked.
     """
-    if button != CUSTOM_ZOOM_BUTTON:
-        given = [
-            name for name, value in (("zoom", zoom), ("ar", ar), ("prompt", prompt)) if value is not None
-        ]
-        if given:
-            raise _fail(
-                f"{', '.join(given)} only go with the {CUSTOM_ZOOM_BUTTON!r} button, not {button!r}",
-                f"Drop {', '.join(given)}, or press {CUSTOM_ZOOM_BUTTON!r}.",
-            )
-        return
-    if zoom is None:
-        raise _fail(f"the {CUSTOM_ZOOM_BUTTON!r} button needs zoom", "Pass zoom, a number from 1 to 2.")
-    check_zoom(zoom)
-    if ar is not None:
-        check_aspect_ratio(ar)
+    takes = {CUSTOM_ZOOM_BUTTON: ("zoom", "ar", "prompt"), VARY_REGION_BUTTON: ("mask", "prompt")}
+    given = {"zoom": zoom, "ar": ar, "prompt": prompt, "mask": mask}
+    stray = [name for name, value in given.items() if value is not None and name not in takes.get(button, ())]
+    if stray:
+        owners = sorted({owner for owner, names in takes.items() for name in stray if name in names})
+        raise _fail(
+            f"{', '.join(stray)} only go with the {' or '.join(map(repr, owners))} button, not {button!r}",
+            f"Drop {', '.join(stray)}, or press {' or '.join(map(repr, owners))}.",
+        )
+    if button == CUSTOM_ZOOM_BUTTON:
+        if zoom is None:
+            raise _fail(f"the {CUSTOM_ZOOM_BUTTON!r} button needs zoom", "Pass zoom, a number from 1 to 2.")
+        check_zoom(zoom)
+        if ar is not None:
+            check_aspect_ratio(ar)
+    if button == VARY_REGION_BUTTON and mask is None:
+        raise _fail(
+            f"the {VARY_REGION_BUTTON!r} button needs mask", "Pass mask, a PNG marking the region to redraw."
+        )
     if prompt is not None:
         check_prompt(prompt)
+    return None if mask is None else check_mask(mask)
+
+
+def check_mask(mask: object) -> bytes:
+    """
+    The region a ``🖌️ Vary (Region)`` press redraws: a PNG (by its bytes) of at most
+    :data:`MAX_MASK_BYTES`, :data:`MAX_MASK_SIDE` pixels a side.
+
+    :param mask: the PNG's bytes.
+    """
+    if not isinstance(mask, bytes | bytearray):
+        raise _fail(
+            f"mask must be a PNG's bytes, got {type(mask).__name__}",
+            "Pass mask as bytes, a local path or an ObjectStoragePath of a PNG.",
+        )
+    if len(mask) > MAX_MASK_BYTES:
+        raise _fail(
+            f"mask has {len(mask)} bytes, over {MAX_MASK_BYTES}",
+            "Pass a smaller PNG (a mask compresses well).",
+        )
+    width, height = _png_size(bytes(mask))
+    if not (1 <= width <= MAX_MASK_SIDE and 1 <= height <= MAX_MASK_SIDE):
+        raise _fail(
+            f"mask is {width}x{height} pixels, not a PNG of 1 to {MAX_MASK_SIDE} pixels a side",
+            "Pass a PNG the size of the upscale it marks (e.g. 1024x1024).",
+        )
+    return bytes(mask)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """A PNG's width and height from its header (0, 0 for bytes that are no PNG)."""
+    if len(data) < 24 or not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
+        return 0, 0
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def check_slash_command(cmd: object) -> str:

@@ -7,13 +7,14 @@ sends it with :meth:`NextLegHook.request <airflow_provider_nextleg.hooks.nextleg
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.get_provider_info import DEFAULT_EXPIRE_MINS
 from airflow_provider_nextleg.hooks.transport import ApiCall
-from airflow_provider_nextleg.models import Message, NaughtyResult, SubmitResult, parse_seed
+from airflow_provider_nextleg.models import Message, NaughtyResult, SubmitResult, parse_seed, parse_url
 
 # GET /v2/message/<this> answers 404 with a valid token: free proof that the token works.
 _PROBE_MESSAGE_ID = "airflowConnTest00000"
@@ -35,11 +36,12 @@ def _options(ref: str | None, webhook_override: str | None) -> dict[str, Any]:
 
 
 def _submission(
-    method: str, path: str, body: dict[str, Any], *, ref: str | None = None
+    method: str, path: str, body: dict[str, Any], *, ref: str | None = None, route_id: str | None = None
 ) -> ApiCall[SubmitResult]:
-    if method == "GET":
-        return ApiCall(method, path, SubmitResult.from_api, params=body or None, submits_job=True, ref=ref)
-    return ApiCall(method, path, SubmitResult.from_api, json=body, submits_job=True, ref=ref)
+    json, params = (None, body or None) if method == "GET" else (body, None)
+    return ApiCall(
+        method, path, SubmitResult.from_api, json, params, submits_job=True, ref=ref, route_id=route_id
+    )
 
 
 def imagine(
@@ -58,21 +60,30 @@ def button(
     button_message_id: str,
     ref: str | None,
     webhook_override: str | None,
-    prompt: str | None,
-    zoom: float | None,
-    ar: str | None,
+    prompt: str | None = None,
+    zoom: float | None = None,
+    ar: str | None = None,
+    *,
+    mask: bytes | None = None,
+    route_id: str | None = None,
 ) -> ApiCall[SubmitResult]:
-    validation.check_custom_zoom(validation.check_text(button, name="button"), zoom, ar, prompt)
+    """A press of ``button`` on a finished result; ``route_id`` is the result's, through a pool."""
+    checked_mask = validation.check_button_options(
+        validation.check_text(button, name="button"), zoom, ar, prompt, mask
+    )
     body = {
         "button": button,
         "buttonMessageId": validation.check_message_id(button_message_id, name="button_message_id"),
         **_options(ref, webhook_override),
         **_fields(prompt=prompt, zoom=zoom, ar=ar),
     }
-    return _submission("POST", "/v2/button", body, ref=ref)
+    if checked_mask is not None:
+        body["mask"] = base64.b64encode(checked_mask).decode()
+    return _submission("POST", "/v2/button", body, ref=ref, route_id=_route(route_id))
 
 
-def message(message_id: str, expire_mins: int) -> ApiCall[Message]:
+def message(message_id: str, expire_mins: int, route_id: str | None = None) -> ApiCall[Message]:
+    """A poll of a job; ``route_id`` is its submission's, through a pool."""
     message_id = validation.check_message_id(message_id)
     return ApiCall(
         "GET",
@@ -80,7 +91,30 @@ def message(message_id: str, expire_mins: int) -> ApiCall[Message]:
         lambda payload: Message.from_api(payload, message_id),
         params={"expireMins": validation.check_expire_mins(expire_mins)},
         message_id=message_id,
+        route_id=_route(route_id),
     )
+
+
+def upscale_image_url(button: str, button_message_id: str) -> ApiCall[str]:
+    """The URL of one image (``U1`` to ``U4``) of a finished grid, at once, without a job."""
+    params = {
+        "button": validation.check_text(button, name="button"),
+        "buttonMessageId": validation.check_message_id(button_message_id, name="button_message_id"),
+    }
+    return ApiCall("GET", "/upscale-img-url", parse_url, params=params, message_id=button_message_id)
+
+
+def face_swap(source_img: str, target_img: str) -> ApiCall[bytes]:
+    """The target picture with the source picture's face, as image bytes (no job)."""
+    body = {
+        "sourceImg": validation.check_url(source_img, name="source_img"),
+        "targetImg": validation.check_url(target_img, name="target_img"),
+    }
+    return ApiCall("POST", "/face-swap", bytes, json=body, raw=True)
+
+
+def _route(route_id: str | None) -> str | None:
+    return None if route_id is None else validation.check_message_id(route_id, name="route_id")
 
 
 def seed(message_id: str) -> ApiCall[str]:

@@ -22,8 +22,10 @@ from airflow_provider_nextleg.exceptions import NextLegAuthenticationError, Next
 from airflow_provider_nextleg.get_provider_info import (
     DEFAULT_BASE_URL,
     DEFAULT_EXPIRE_MINS,
+    DEFAULT_MODE,
     DEFAULT_RATE_LIMIT_INTERVAL,
     DEFAULT_TIMEOUT,
+    MODES,
 )
 from airflow_provider_nextleg.ratelimit import RateLimiter, account_key, rate_limiter_for
 from airflow_provider_nextleg.redis_connection import RedisSettings, aredis_settings, redis_settings
@@ -48,6 +50,7 @@ class AccountSettings:
     :param rate_limit_interval: seconds between two requests of the account.
     :param expire_mins: the ``expireMins`` of every poll.
     :param redis: the redis connection holding the account's budget for every host, if one is named.
+    :param mode: how jobs reach Midjourney (:data:`~airflow_provider_nextleg.get_provider_info.MODES`).
     """
 
     conn_id: str
@@ -57,6 +60,7 @@ class AccountSettings:
     rate_limit_interval: float
     expire_mins: int
     redis: RedisSettings | None = None
+    mode: str = DEFAULT_MODE
 
     @classmethod
     def from_connection(
@@ -84,6 +88,7 @@ class AccountSettings:
             ),
             expire_mins=_extra_integer(conn, extra, "expire_mins", DEFAULT_EXPIRE_MINS, 1, MAX_EXPIRE_MINS),
             redis=redis,
+            mode=_extra_choice(conn, extra, "mode", MODES, DEFAULT_MODE),
         )
 
     @property
@@ -199,6 +204,21 @@ def _extra_number(
             advice=f"Fix the {name} extra of the connection, or remove it to use {default:g}.",
         )
     return number
+
+
+def _extra_choice(
+    conn: Connection, extra: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str
+) -> str:
+    """An extra that takes one of a few words."""
+    value = extra.get(name)
+    if value is None or value == "":
+        return default
+    if value not in choices:
+        raise NextLegInputError(
+            f"connection {conn.conn_id!r} has {name}={value!r:.40}, not one of {', '.join(choices)}",
+            advice=f"Fix the {name} extra of the connection, or remove it to use {default}.",
+        )
+    return str(value)
 
 
 def _extra_integer(

@@ -241,6 +241,8 @@ class NextLegHook(BaseHook):
         prompt: str | None = None,
         zoom: float | None = None,
         ar: str | None = None,
+        mask: bytes | None = None,
+        route_id: str | None = None,
     ) -> SubmitResult:
         """
         Press a button of a finished job (``POST /v2/button``): upscale, vary, zoom, ...; a paid job.
@@ -249,23 +251,48 @@ class NextLegHook(BaseHook):
         :param button_message_id: the finished job's ``buttonMessageId``.
         :param ref: echoed in the result and the webhook.
         :param webhook_override: a URL that receives the result instead of the account's webhook.
-        :param prompt: ``Custom Zoom`` only: a prompt replacing the original.
+        :param prompt: ``Custom Zoom`` and ``🖌️ Vary (Region)`` only: a prompt replacing the original.
         :param zoom: ``Custom Zoom`` only (and required there): a factor from 1 to 2.
         :param ar: ``Custom Zoom`` only: an aspect ratio such as ``1:1``.
+        :param mask: ``🖌️ Vary (Region)`` only (and required there): a PNG marking the region to redraw.
+        :param route_id: the finished job's ``route_id``, in mode ``load_balancer`` or ``pay_per_use``.
         """
-        call = calls.button(button, button_message_id, ref, webhook_override, prompt, zoom, ar)
+        call = calls.button(
+            button, button_message_id, ref, webhook_override, prompt, zoom, ar, mask=mask, route_id=route_id
+        )
         return self.request(call)
 
-    def get_message(self, message_id: str, *, expire_mins: int | None = None) -> Message:
+    def get_message(
+        self, message_id: str, *, expire_mins: int | None = None, route_id: str | None = None
+    ) -> Message:
         """
         Poll a job (``GET /v2/message/<id>``); free, and retried freely.
 
         :param message_id: the ``messageId`` a submission returned.
         :param expire_mins: minutes after which an unfinished job is reported incomplete; the
             connection's ``expire_mins`` by default.
+        :param route_id: the submission's ``route_id``, in mode ``load_balancer`` or ``pay_per_use``.
         """
         expire = self._get_settings().expire_mins if expire_mins is None else expire_mins
-        return self.request(calls.message(message_id, expire))
+        return self.request(calls.message(message_id, expire, route_id))
+
+    def upscale_image_url(self, button: str, button_message_id: str) -> str:
+        """
+        The URL of one image of a finished grid at once (``GET /upscale-img-url``): no job, nothing paid.
+
+        :param button: ``U1`` to ``U4``.
+        :param button_message_id: the grid's ``buttonMessageId``.
+        """
+        return self.request(calls.upscale_image_url(button, button_message_id))
+
+    def face_swap(self, source_img: str, target_img: str) -> bytes:
+        """
+        The target picture with the face of the source picture (``POST /face-swap``), as image bytes.
+
+        :param source_img: the URL of the picture whose face is taken.
+        :param target_img: the URL of the picture that receives it.
+        """
+        return self.request(calls.face_swap(source_img, target_img))
 
     def get_seed(self, message_id: str) -> str:
         """
@@ -389,15 +416,29 @@ class NextLegHook(BaseHook):
         prompt: str | None = None,
         zoom: float | None = None,
         ar: str | None = None,
+        mask: bytes | None = None,
+        route_id: str | None = None,
     ) -> SubmitResult:
         """The async face of :meth:`button`."""
-        call = calls.button(button, button_message_id, ref, webhook_override, prompt, zoom, ar)
+        call = calls.button(
+            button, button_message_id, ref, webhook_override, prompt, zoom, ar, mask=mask, route_id=route_id
+        )
         return await self.arequest(call)
 
-    async def aget_message(self, message_id: str, *, expire_mins: int | None = None) -> Message:
+    async def aget_message(
+        self, message_id: str, *, expire_mins: int | None = None, route_id: str | None = None
+    ) -> Message:
         """The async face of :meth:`get_message`."""
         expire = (await self._aget_settings()).expire_mins if expire_mins is None else expire_mins
-        return await self.arequest(calls.message(message_id, expire))
+        return await self.arequest(calls.message(message_id, expire, route_id))
+
+    async def aupscale_image_url(self, button: str, button_message_id: str) -> str:
+        """The async face of :meth:`upscale_image_url`."""
+        return await self.arequest(calls.upscale_image_url(button, button_message_id))
+
+    async def aface_swap(self, source_img: str, target_img: str) -> bytes:
+        """The async face of :meth:`face_swap`."""
+        return await self.arequest(calls.face_swap(source_img, target_img))
 
     async def aget_seed(self, message_id: str) -> str:
         """The async face of :meth:`get_seed`."""

@@ -31,6 +31,7 @@ from airflow_provider_nextleg.exceptions import (
     NextLegBadRequestError,
     NextLegConnectionError,
     NextLegError,
+    NextLegInputError,
     NextLegMalformedResponseError,
     NextLegNotFoundError,
     NextLegRateLimitError,
@@ -70,6 +71,7 @@ class ApiCall(Generic[T]):
     :param raw: whether the answer is bytes (an image) rather than JSON.
     :param message_id: the message concerned, for error messages.
     :param ref: the ``ref`` sent, for error messages.
+    :param route_id: the ``loadBalanceId``/``ppuId`` of the job a press or a poll concerns, through a pool.
     """
 
     method: str
@@ -81,10 +83,58 @@ class ApiCall(Generic[T]):
     raw: bool = False
     message_id: str | None = None
     ref: str | None = None
+    route_id: str | None = None
 
     @property
     def endpoint(self) -> str:
         return f"{self.method} {self.path}"
+
+
+# Through a pool, the paths each mode offers (under its prefix) and the field that routes presses and polls.
+_POOLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "load_balancer": ("/loadBalancer", "loadBalanceId", ("imagine", "describe", "button", "message")),
+    "pay_per_use": ("/ppu", "ppuId", ("imagine", "button", "message")),
+}
+
+
+_ANY_MODE = ("is-this-naughty",)
+"""Calls of ``/v2`` that concern no account's jobs, the same in every mode (as ``/getImage`` and the
+other calls outside ``/v2``)."""
+
+
+def routed(call: ApiCall[T], mode: str) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+    """
+    Where a call goes in the connection's mode: ``(path, json, params)``. Direct calls go as built, and so
+    do the calls that concern no account's jobs; through the load balancer or pay-per-use, a job's calls
+    go under the pool's prefix, and presses and polls carry the job's route id. A job's call the pool does
+    not offer (blend, seed, info, settings...), or a press or poll without its route id, is an input error
+    before anything is sent.
+
+    :param call: the call, as built for ``/v2``.
+    :param mode: the connection's ``mode``.
+    """
+    family = call.path.removeprefix("/v2/").split("/")[0]
+    if mode not in _POOLS or not call.path.startswith("/v2/") or family in _ANY_MODE:
+        return call.path, call.json, call.params
+    prefix, key, offered = _POOLS[mode]
+    if family not in offered:
+        raise NextLegInputError(
+            f"{call.endpoint} is not offered in mode {mode}",
+            advice=f"In mode {mode} NextLeg offers {', '.join(offered)}; use a connection in mode direct "
+            "for the rest. Nothing was sent.",
+        )
+    if family in ("button", "message") and call.route_id is None:
+        raise NextLegInputError(
+            f"{call.endpoint} in mode {mode} needs the job's {key}",
+            advice="Press buttons on, or wait for, the result of a job submitted in this mode: it carries "
+            f"the {key} (route_id). Nothing was sent.",
+        )
+    path = prefix + call.path.removeprefix("/v2")
+    if call.route_id is None:
+        return path, call.json, call.params
+    if call.json is not None:
+        return path, {**call.json, key: call.route_id}, call.params
+    return path, call.json, {**(call.params or {}), key: call.route_id}
 
 
 def send(
@@ -98,14 +148,15 @@ def send(
     :param settings: the connection's settings.
     :param slot: a turn booked by the caller; one is booked here without it.
     """
+    path, body, params = routed(call, settings.mode)
     slot = slot or settings.limiter.book()
     slot.wait()
     try:
         response = session.request(
             call.method,
-            settings.base_url + call.path,
-            params=call.params,
-            json=call.json,
+            settings.base_url + path,
+            params=params,
+            json=body,
             timeout=(min(CONNECT_TIMEOUT, settings.timeout), settings.timeout),
             allow_redirects=False,  # a redirected POST would be resent as a GET
         )
@@ -128,14 +179,15 @@ async def asend(
     :param settings: the connection's settings.
     :param slot: a turn booked by the caller (the poll scheduler); one is booked here without it.
     """
+    path, body, params = routed(call, settings.mode)
     slot = slot or await settings.limiter.abook()
     await slot.await_turn()
     try:
         response = await client.request(
             call.method,
-            settings.base_url + call.path,
-            params=call.params,
-            json=call.json,
+            settings.base_url + path,
+            params=params,
+            json=body,
             timeout=httpx.Timeout(settings.timeout, connect=min(CONNECT_TIMEOUT, settings.timeout)),
         )
     except httpx.HTTPError as exc:

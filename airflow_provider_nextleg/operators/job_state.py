@@ -46,6 +46,9 @@ class StoredJob(TypedDict):
     request: str
     """The request's :func:`fingerprint`: a stored job serves only the same request."""
     submitted_by: TaskIdentity
+    route_id: str | None
+    """The submission's ``route_id`` (load balancer, pay-per-use), which its polls need (records written
+    before it existed lack it)."""
 
 
 def fingerprint(call: ApiCall[Any]) -> str:
@@ -92,7 +95,9 @@ class JobState:
             return None
         return cast("StoredJob", stored)
 
-    def record(self, message_id: str, request: str, submitted_by: TaskIdentity) -> None:
+    def record(
+        self, message_id: str, request: str, submitted_by: TaskIdentity, route_id: str | None = None
+    ) -> None:
         """
         Keep the id of the job just submitted: what an execution does first once its submission answers.
 
@@ -101,7 +106,12 @@ class JobState:
         """
         if self._store is None:
             return
-        job: StoredJob = {"message_id": message_id, "request": request, "submitted_by": submitted_by}
+        job: StoredJob = {
+            "message_id": message_id,
+            "request": request,
+            "submitted_by": submitted_by,
+            "route_id": route_id,
+        }
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
                 self._store.set(STATE_KEY, job)
@@ -121,6 +131,11 @@ class JobState:
             f"job {message_id} was submitted, but the task state store refused its id ({failure})",
             message_id=message_id,
         ) from failure
+
+    def route_id(self) -> str | None:
+        """The stored job's ``route_id``, if it has one."""
+        stored = self.stored()
+        return None if stored is None else stored.get("route_id")
 
     def forget(self) -> None:
         """The task is done with its job: the next execution of the task instance submits anew."""
@@ -156,7 +171,7 @@ class JobState:
             self.log.info("The request changed since job %s was submitted: submitting a new job.", message_id)
             return None
         try:
-            message = hook.get_message(message_id, expire_mins=expire_mins)
+            message = hook.get_message(message_id, expire_mins=expire_mins, route_id=stored.get("route_id"))
         except NextLegNotFoundError:
             self.log.warning("NextLeg no longer knows job %s: submitting a new job.", message_id)
             return None

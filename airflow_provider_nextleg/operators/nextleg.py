@@ -33,7 +33,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperator, BaseOperatorLink, ObjectStoragePath
 
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegJobFailedError, read_result
@@ -146,7 +146,7 @@ class NextLegJobOperator(BaseOperator):
         takes the connection's (12 by default).
     """
 
-    template_fields: Sequence[str] = ("ref", "webhook_override")
+    template_fields: Sequence[str] = ("nextleg_conn_id", "ref", "webhook_override")
     operator_extra_links = (NextLegImageLink(),)
     ui_color = "#f2e6ff"
 
@@ -219,14 +219,15 @@ class NextLegJobOperator(BaseOperator):
         if earlier is not None and earlier.status is MessageStatus.DONE:
             return self._finish(context, job_result(earlier))
         if earlier is not None:
-            message_id = earlier.message_id
+            message_id, route_id = earlier.message_id, state.route_id()
         else:
-            message_id = self.hook.request(call).message_id
+            submitted = self.hook.request(call)
+            message_id, route_id = submitted.message_id, submitted.route_id
             # First of all: whatever fails from here on, the next try finds this job instead of paying again.
-            state.record(message_id, request, submitted_by)
+            state.record(message_id, request, submitted_by, route_id)
         context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
         if self.wait_for_completion:
-            return self._wait(context, message_id)
+            return self._wait(context, message_id, route_id)
         self._done_with(state)  # submitted is all this task wanted of its job
         return {"message_id": message_id}
 
@@ -236,17 +237,18 @@ class NextLegJobOperator(BaseOperator):
         if not self.repeats_its_result():
             state.forget()
 
-    def _trigger(self, message_id: str) -> NextLegMessageTrigger:
+    def _trigger(self, message_id: str, route_id: str | None) -> NextLegMessageTrigger:
         return NextLegMessageTrigger(
             message_id=message_id,
+            route_id=route_id,
             nextleg_conn_id=self.nextleg_conn_id,
             deadline=None if self.wait_timeout is None else time.time() + self.wait_timeout,
             poll_interval=self.hook.rate_limit_interval if self.poll_interval is None else self.poll_interval,
             expire_mins=self.expire_mins,
         )
 
-    def _wait(self, context: Context, message_id: str) -> dict[str, Any]:
-        trigger = self._trigger(message_id)
+    def _wait(self, context: Context, message_id: str, route_id: str | None) -> dict[str, Any]:
+        trigger = self._trigger(message_id, route_id)
         if not self.deferrable:
             self.log.info("Waiting for NextLeg job %s on this worker.", message_id)
             return self.execute_complete(context, asyncio.run(wait_in_process(trigger)))
@@ -335,12 +337,25 @@ class ButtonOperator(NextLegJobOperator):
     :param message: the finished result to press the button on (an upstream operator's output), or its
         button message id (then the button is checked by NextLeg only).
     :param button: the button, exactly as the result lists it (emoji included).
-    :param prompt: ``Custom Zoom`` only: a prompt replacing the original.
+    :param prompt: ``Custom Zoom`` and ``🖌️ Vary (Region)`` only: a prompt replacing the original.
     :param zoom: ``Custom Zoom`` only, required there: the zoom factor, from 1 to 2.
     :param ar: ``Custom Zoom`` only: the aspect ratio, e.g. ``"1:1"``.
+    :param mask: ``🖌️ Vary (Region)`` only, required there: the region to redraw, a PNG (white where to
+        redraw), as bytes, a local path or an ``ObjectStoragePath`` (templated when a string).
+
+    Through the load balancer or pay-per-use (the connection's ``mode``), the press goes to the account
+    that made the upstream result, by the ``route_id`` the result carries.
     """
 
-    template_fields: Sequence[str] = (*NextLegJobOperator.template_fields, "message", "button", "prompt")
+    template_fields: Sequence[str] = (
+        *NextLegJobOperator.template_fields,
+        "message",
+        "button",
+        "prompt",
+        "zoom",
+        "ar",
+        "mask",
+    )
 
     def __init__(
         self,
@@ -350,6 +365,7 @@ class ButtonOperator(NextLegJobOperator):
         prompt: str | None = None,
         zoom: float | None = None,
         ar: str | None = None,
+        mask: bytes | str | ObjectStoragePath | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -358,17 +374,28 @@ class ButtonOperator(NextLegJobOperator):
         self.prompt = prompt
         self.zoom = zoom
         self.ar = ar
+        self.mask = mask
 
     def build_call(self, ref: str) -> ApiCall[SubmitResult]:
         """The button call: the button must be one the upstream result offers; Custom Zoom's options must
         fit it."""
         button = validation.check_text(self.button, name="button")
+        route_id = None
         if isinstance(self.message, str):
             button_message_id = self.message  # checked by the call, as NextLeg's handle
         else:
-            button_message_id = self._offered_on(read_result(self.message, name="message"), button)
+            upstream = read_result(self.message, name="message")
+            button_message_id, route_id = self._offered_on(upstream, button), upstream.route_id
         return calls.button(
-            button, button_message_id, ref, self.webhook_override, self.prompt, self.zoom, self.ar
+            button,
+            button_message_id,
+            ref,
+            self.webhook_override,
+            self.prompt,
+            self.zoom,
+            self.ar,
+            mask=_mask_bytes(self.mask),
+            route_id=route_id,
         )
 
     @staticmethod
@@ -400,6 +427,20 @@ class ButtonOperator(NextLegJobOperator):
     def repeats_its_result(self) -> bool:
         """The upscales, the seed and the favourite mark give the same result on the same message."""
         return self.button in SAME_RESULT_BUTTONS
+
+
+def _mask_bytes(mask: bytes | str | ObjectStoragePath | None) -> bytes | None:
+    """A mask given as bytes, a local path or an ``ObjectStoragePath``, read; the call checks it."""
+    if mask is None or isinstance(mask, bytes | bytearray):
+        return None if mask is None else bytes(mask)
+    try:
+        return (ObjectStoragePath(mask) if isinstance(mask, str) else mask).read_bytes()
+    except (OSError, ValueError) as exc:
+        raise NextLegInputError(
+            f"mask {str(mask)!r:.120} cannot be read ({type(exc).__name__}: {exc})",
+            advice="Pass mask as a PNG's bytes, or the path or ObjectStoragePath of a readable PNG. "
+            "Nothing was sent to NextLeg.",
+        ) from None
 
 
 class DescribeOperator(NextLegJobOperator):

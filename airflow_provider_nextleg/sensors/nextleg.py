@@ -50,9 +50,11 @@ class MessageSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer; the default comes from ``[operators] default_deferrable``.
     :param expire_mins: minutes after which NextLeg reports an unfinished job incomplete; ``None``
         takes the connection's.
+    :param route_id: in mode ``load_balancer`` or ``pay_per_use``, the submission's ``route_id`` (its
+        ``loadBalanceId`` or ``ppuId``; templated), which its polls need.
     """
 
-    template_fields: Sequence[str] = ("message_id",)
+    template_fields: Sequence[str] = ("message_id", "route_id")
     ui_color = "#f2e6ff"
 
     def __init__(
@@ -62,6 +64,7 @@ class MessageSensor(BaseSensorOperator):
         nextleg_conn_id: str = NextLegHook.default_conn_name,
         deferrable: bool | None = None,
         expire_mins: int | None = None,
+        route_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", 5.0)
@@ -72,7 +75,8 @@ class MessageSensor(BaseSensorOperator):
         if deferrable is None:
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = deferrable
-        self.expire_mins = expire_mins
+        self.expire_mins = None if expire_mins is None else validation.check_expire_mins(expire_mins)
+        self.route_id = route_id
         self._shown: Progress | None = None  # what the last poke logged
 
     @cached_property
@@ -88,8 +92,6 @@ class MessageSensor(BaseSensorOperator):
         deferral is what Airflow's scheduler can get wrong (see the README).
         """
         self.message_id = validation.check_message_id(self.message_id)
-        if self.expire_mins is not None:
-            validation.check_expire_mins(self.expire_mins)
         if not self.deferrable:
             return super().execute(context)
         message = self._poll()
@@ -105,6 +107,7 @@ class MessageSensor(BaseSensorOperator):
                 deadline=time.time() + self.timeout,
                 poll_interval=self.poke_interval,
                 expire_mins=self.expire_mins,
+                route_id=self.route_id,
             ),
             method_name="execute_complete",
         )
@@ -112,7 +115,9 @@ class MessageSensor(BaseSensorOperator):
     def _poll(self) -> Message | None:
         """The message as the API has it now; ``None`` when the poll failed for a passing reason."""
         try:
-            return self.hook.get_message(self.message_id, expire_mins=self.expire_mins)
+            return self.hook.get_message(
+                self.message_id, expire_mins=self.expire_mins, route_id=self.route_id
+            )
         except TRANSIENT_ERRORS as exc:
             self.log.warning("NextLeg job %s: could not poll (%s); waiting on.", self.message_id, exc)
             return None

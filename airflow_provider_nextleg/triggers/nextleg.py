@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any, Protocol, overload
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -54,6 +55,8 @@ class NextLegMessageTrigger(BaseTrigger):
     :param poll_interval: the least time between two polls of this job, in seconds; the scheduler polls
         less often when the account's budget is better spent on other jobs.
     :param expire_mins: the ``expireMins`` of each poll; ``None`` takes the connection's.
+    :param route_id: the submission's ``route_id`` (its ``loadBalanceId`` or ``ppuId``), in mode
+        ``load_balancer`` or ``pay_per_use``.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class NextLegMessageTrigger(BaseTrigger):
         deadline: float | None = None,
         poll_interval: float = 5.0,
         expire_mins: int | None = None,
+        route_id: str | None = None,
     ) -> None:
         super().__init__()
         self.message_id = message_id
@@ -71,6 +75,7 @@ class NextLegMessageTrigger(BaseTrigger):
         self.deadline = deadline
         self.poll_interval = poll_interval
         self.expire_mins = expire_mins
+        self.route_id = route_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The classpath and the plain kwargs a triggerer needs to start the wait again."""
@@ -82,6 +87,7 @@ class NextLegMessageTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "poll_interval": self.poll_interval,
                 "expire_mins": self.expire_mins,
+                "route_id": self.route_id,
             },
         )
 
@@ -101,6 +107,7 @@ class NextLegMessageTrigger(BaseTrigger):
                 self.message_id,
                 expire_mins=self.expire_mins,
                 min_interval=self.poll_interval,
+                route_id=self.route_id,
             ) as updates:
                 while True:
                     try:
@@ -118,7 +125,9 @@ class NextLegMessageTrigger(BaseTrigger):
                     finally:
                         timeout = self._time_left()
                     if message.status.is_terminal:
-                        return self._ended(JobResult.from_message(message))
+                        result = JobResult.from_message(message)
+                        # A pool's results may not repeat the route id the submission got: keep it.
+                        return self._ended(replace(result, route_id=result.route_id or self.route_id))
                     shown = log_progress(self.log, message, shown)
         except Exception as exc:  # the event carries it to the task, which raises it again
             return self._stopped(ERROR, exc)

@@ -113,11 +113,13 @@ class TestChecksForOperators:
         assert validation.check_slash_command("stealth") == "stealth"
         assert validation.check_expire_mins(12) == 12
 
-    def test_custom_zoom_is_checked_as_a_whole(self):
-        validation.check_custom_zoom("Custom Zoom", 1.5, "2:3", "wider")
-        validation.check_custom_zoom("U1", None, None, None)
+    def test_button_options_are_checked_as_a_whole(self):
+        assert validation.check_button_options("Custom Zoom", 1.5, "2:3", "wider", None) is None
+        assert validation.check_button_options("U1", None, None, None, None) is None
         with pytest.raises(NextLegInputError, match="needs zoom"):
-            validation.check_custom_zoom("Custom Zoom", None, "1:1", None)
+            validation.check_button_options("Custom Zoom", None, "1:1", None, None)
+        with pytest.raises(NextLegInputError, match="'🖌️ Vary \\(Region\\)' button needs mask"):
+            validation.check_button_options("🖌️ Vary (Region)", None, None, "a fox", None)
 
 
 def test_bad_hook_settings():

@@ -250,6 +250,7 @@ class TestJobResult:
             ref=job_ref(SUBMITTER, "campaign-7"),
             button="V1",
             submitted_by=SUBMITTER,
+            route_id="lb0000000000000000",
         )
         data = json.loads(json.dumps(result.to_xcom()))
         assert set(data) == {
@@ -266,6 +267,7 @@ class TestJobResult:
             "error_code",
             "button",
             "submitted_by",
+            "route_id",
         }
         assert data["status"] == "done"
         assert data["buttons"] == ["U1", "🔄"]

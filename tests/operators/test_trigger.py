@@ -68,6 +68,7 @@ class TestSerialization:
             deadline=1.5e9,
             poll_interval=2.0,
             expire_mins=5,
+            route_id="lb0000000000000000",
         )
         classpath, kwargs = trigger.serialize()
         assert classpath == "airflow_provider_nextleg.triggers.nextleg.NextLegMessageTrigger"
@@ -78,6 +79,7 @@ class TestSerialization:
             "deadline": 1.5e9,
             "poll_interval": 2.0,
             "expire_mins": 5,
+            "route_id": "lb0000000000000000",
         }
         assert nextleg_emulator.settings.token not in json.dumps(kwargs) + repr(trigger)
 
