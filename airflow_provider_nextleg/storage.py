@@ -341,16 +341,18 @@ def _destination_folder(destination: object) -> ObjectStoragePath:
         )
     try:
         folder = _as_path(destination)
-    except ValueError as exc:  # an unknown protocol, a malformed URI
+        with _configuration_errors(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            if not folder.is_dir():
+                raise FileExistsError(f"{folder} is not a folder")
+    except NextLegInputError:
+        raise
+    except ValueError as exc:  # an unknown protocol (found when the path is made, or first used), a bad URI
         raise NextLegInputError(
             f"destination {str(destination)!r:.120} cannot be opened ({exc})",
             advice="Use a protocol Airflow's ObjectStoragePath knows (file://, s3://, gs://, ...), with "
             "its provider installed.",
         ) from None
-    with _configuration_errors(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        if not folder.is_dir():
-            raise FileExistsError(f"{folder} is not a folder")
     return folder
 
 
