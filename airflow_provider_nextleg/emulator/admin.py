@@ -73,7 +73,8 @@ class EmulatorAdmin:
         return self._call("GET", "/jobs")
 
     def webhooks(self) -> list[dict[str, Any]]:
-        """Every webhook delivery: ``url``, ``messageId``, ``ref``, ``status`` or ``error``, ``time``."""
+        """Every webhook delivery: ``url``, ``messageId``, ``ref``, ``status`` or ``error``, ``time``; and
+        ``fault`` (``lost``, ``delayed`` with its ``delay`` in seconds, ``duplicate``) when one applied."""
         return self._call("GET", "/webhooks")
 
     def faults(self) -> dict[str, Any]:

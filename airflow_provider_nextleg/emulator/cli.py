@@ -168,6 +168,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         setting="forced_codes",
         shown="none",
     )
+    flag(faults, "--webhook-loss-rate", "probability that a webhook is never sent", type=float)
+    flag(faults, "--webhook-duplicate-rate", "probability that a webhook is sent twice", type=float)
+    flag(faults, "--webhook-delay-rate", "probability that a webhook is held back", type=float)
+    flag(
+        faults,
+        "--webhook-delay-seconds",
+        "longest hold of a held-back webhook, in real seconds (a uniform draw up to it)",
+        type=float,
+    )
     flag(
         faults,
         "--cdn-forbidden",
@@ -217,6 +226,10 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
             malformed_rate=args.malformed_rate,
             forced_codes=dict(args.forced_codes),
             cdn_forbidden=args.cdn_forbidden,
+            webhook_loss_rate=args.webhook_loss_rate,
+            webhook_duplicate_rate=args.webhook_duplicate_rate,
+            webhook_delay_rate=args.webhook_delay_rate,
+            webhook_delay_seconds=args.webhook_delay_seconds,
         ),
     )
 

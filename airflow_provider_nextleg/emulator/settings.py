@@ -110,6 +110,13 @@ class FaultSettings:
         last progress step, sends no webhook, and turns ``incomplete`` after ``expireMins``.
     :param cdn_forbidden: direct image downloads answer 403, as the real CDN sometimes does;
         ``POST /getImage`` still returns the bytes.
+    :param webhook_loss_rate: probability that a finished job's webhook is never sent (an unreachable
+        receiver, a lost request: the service does not retry).
+    :param webhook_duplicate_rate: probability that a webhook is sent twice, the copy right after the
+        first answer (as a client that retries after a timeout does).
+    :param webhook_delay_rate: probability that a webhook is held back before it is sent.
+    :param webhook_delay_seconds: the longest hold, in real seconds; each held webhook waits a uniform
+        draw up to it, so held webhooks also arrive out of order, among themselves and with the rest.
     :param scripted: one-shot faults, consumed in order.
     """
 
@@ -120,6 +127,10 @@ class FaultSettings:
     malformed_rate: float = 0.0
     forced_codes: dict[str, str] = field(default_factory=dict)
     cdn_forbidden: bool = False
+    webhook_loss_rate: float = 0.0
+    webhook_duplicate_rate: float = 0.0
+    webhook_delay_rate: float = 0.0
+    webhook_delay_seconds: float = 5.0
     scripted: list[Fault] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -326,6 +337,10 @@ _FAULT_SETTINGS_RANGES = {
     "slow_rate": _PROBABILITY,
     "malformed_rate": _PROBABILITY,
     "slow_seconds": _DELAY,
+    "webhook_loss_rate": _PROBABILITY,
+    "webhook_duplicate_rate": _PROBABILITY,
+    "webhook_delay_rate": _PROBABILITY,
+    "webhook_delay_seconds": _Range(0, 3600, "a finite number of real seconds from 0 to 3,600"),
 }
 _FAULT_RANGES = {
     "count": _Range(1, math.inf, "a whole number of requests, at least 1", whole=True),
