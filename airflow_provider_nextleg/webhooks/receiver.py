@@ -77,7 +77,7 @@ class ConnectionCache:
         self._entries: collections.OrderedDict[str, tuple[float, WebhookConfig | None]] = (
             collections.OrderedDict()
         )
-        self._inflight: dict[str, asyncio.Future[WebhookConfig | None]] = {}
+        self._inflight: dict[str, asyncio.Task[WebhookConfig | None]] = {}
         self._concurrency = concurrency
         self._semaphore: asyncio.Semaphore | None = None
 
@@ -86,26 +86,22 @@ class ConnectionCache:
         if entry is not None and entry[0] > time.monotonic():
             self._entries.move_to_end(conn_id)
             return entry[1]
-        inflight = self._inflight.get(conn_id)
-        if inflight is not None:
-            return await asyncio.shield(inflight)
-        future: asyncio.Future[WebhookConfig | None] = asyncio.get_running_loop().create_future()
-        self._inflight[conn_id] = future
+        task = self._inflight.get(conn_id)
+        if task is None:  # one lookup per connection at a time, which a caller's disconnect does not stop
+            task = self._inflight[conn_id] = asyncio.ensure_future(self._fetch(conn_id))
+        return await asyncio.shield(task)
+
+    async def _fetch(self, conn_id: str) -> WebhookConfig | None:
         try:
             config = await self._look_up(conn_id)
-            keep = self.ttl if config is not None else self.missing_ttl
-            self._entries[conn_id] = (time.monotonic() + keep, config)
-            self._entries.move_to_end(conn_id)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-            future.set_result(config)
-            return config
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
-            raise
         finally:
             del self._inflight[conn_id]
+        keep = self.ttl if config is not None else self.missing_ttl
+        self._entries[conn_id] = (time.monotonic() + keep, config)
+        self._entries.move_to_end(conn_id)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return config
 
     async def _look_up(self, conn_id: str) -> WebhookConfig | None:
         if self._semaphore is None:

@@ -10,7 +10,9 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,8 +24,9 @@ from servers import RedisServer, free_port
 from airflow_provider_nextleg.emulator import EmulatorServer, EmulatorSettings, FaultSettings
 from airflow_provider_nextleg.redis_connection import RedisSettings
 from airflow_provider_nextleg.webhooks import tokens
+from airflow_provider_nextleg.webhooks.config import WebhookConfig, server_webhook_config
 from airflow_provider_nextleg.webhooks.inbox import LocalInbox, RedisInbox, delivery_id
-from airflow_provider_nextleg.webhooks.receiver import MAX_BODY_BYTES, create_receiver_app
+from airflow_provider_nextleg.webhooks.receiver import MAX_BODY_BYTES, ConnectionCache, create_receiver_app
 
 from .support import (
     CONN_ID,
@@ -178,6 +181,31 @@ class TestRefusing:
         response = http.post(webhook_url(receiver.url, key), content=body)
         assert response.status_code == 400
         assert stored(local_inbox) == []
+
+
+class TestLookups:
+    def test_a_burst_costs_one_lookup_per_connection(
+        self, connection: str, local_inbox: LocalInbox, http: httpx.Client
+    ) -> None:
+        looked_up: list[str] = []
+
+        def read(conn_id: str) -> WebhookConfig:
+            looked_up.append(conn_id)
+            time.sleep(0.1)  # a slow database: the burst arrives while the lookup runs
+            return server_webhook_config(conn_id)
+
+        app = create_receiver_app(configs=ConnectionCache(read), inbox_for=lambda config: local_inbox)
+        with ThreadedServer(app) as receiver, ThreadPoolExecutor(16) as pool:
+            keys = [tokens.new_job_key() for _ in range(30)]
+            answers = list(pool.map(
+                lambda key: http.post(webhook_url(receiver.url, key), json=result_body(f"m-{key}", key)), keys
+            ))  # fmt: skip
+            nobody = [webhook_url(receiver.url, key, conn_id="nextleg_nobody") for key in keys[:10]]
+            refused = list(pool.map(lambda url: http.post(url, json=result_body("m", None)), nobody))
+        assert {answer.status_code for answer in answers} == {200}
+        assert {answer.status_code for answer in refused} == {403}
+        assert looked_up == [CONN_ID, "nextleg_nobody"]
+        assert len(stored(local_inbox)) == 30
 
 
 class TestSecrecy:
