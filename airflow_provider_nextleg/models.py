@@ -28,6 +28,7 @@ from typing import Any, TypedDict, cast, get_type_hints
 import pendulum
 
 from airflow_provider_nextleg.error_codes import ErrorCode
+from airflow_provider_nextleg.webhooks.tokens import REF_JOB_FIELD
 
 Content = str | list[str] | dict[str, Any] | None
 
@@ -405,21 +406,26 @@ def _identity(value: object) -> TaskIdentity | None:
     return cast("TaskIdentity", {name: value[name] for name in _IDENTITY_TYPES})
 
 
-def job_ref(submitted_by: TaskIdentity, ref: str | None = None) -> str:
+def job_ref(submitted_by: TaskIdentity, ref: str | None = None, job: str | None = None) -> str:
     """
     The ``ref`` a job operator sends with its request: a compact JSON object naming the task instance
-    that submitted the job, with the caller's own ``ref`` under ``"ref"``.
+    that submitted the job, with the caller's own ``ref`` under ``"ref"`` and, for a job that completes
+    by webhook, its job key under ``"job"`` (the receiver accepts a result only for the job its token
+    names).
 
     NextLeg echoes it in the job's result and webhook, so a job can be traced to its task at NextLeg and
-    in a webhook receiver. The provider never reads it back: a result names its submitter and its button
-    itself (:class:`JobResult`).
+    in a webhook receiver. The provider never reads it back but for the webhook's job key: a result names
+    its submitter and its button itself (:class:`JobResult`).
 
     :param submitted_by: the submitting task instance.
     :param ref: the caller's own reference, if any.
+    :param job: the job key of a job that completes by webhook.
     """
     fields: dict[str, Any] = dict(submitted_by)
     if ref is not None:
         fields["ref"] = ref
+    if job is not None:
+        fields[REF_JOB_FIELD] = job
     return json.dumps(fields, separators=(",", ":"))
 
 

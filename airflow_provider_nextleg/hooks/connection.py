@@ -29,6 +29,7 @@ from airflow_provider_nextleg.get_provider_info import (
 )
 from airflow_provider_nextleg.ratelimit import RateLimiter, account_key, rate_limiter_for
 from airflow_provider_nextleg.redis_connection import RedisSettings, aredis_settings, redis_settings
+from airflow_provider_nextleg.webhooks.config import WebhookConfig
 
 MAX_TIMEOUT = 3600.0
 """Longest ``timeout`` extra accepted: a request that waits an hour for an answer has hung."""
@@ -51,6 +52,7 @@ class AccountSettings:
     :param expire_mins: the ``expireMins`` of every poll.
     :param redis: the redis connection holding the account's budget for every host, if one is named.
     :param mode: how jobs reach Midjourney (:data:`~airflow_provider_nextleg.get_provider_info.MODES`).
+    :param webhooks: the connection's webhook receiver, secret and inbox.
     """
 
     conn_id: str
@@ -61,6 +63,7 @@ class AccountSettings:
     expire_mins: int
     redis: RedisSettings | None = None
     mode: str = DEFAULT_MODE
+    webhooks: WebhookConfig | None = None
 
     @classmethod
     def from_connection(
@@ -89,6 +92,7 @@ class AccountSettings:
             expire_mins=_extra_integer(conn, extra, "expire_mins", DEFAULT_EXPIRE_MINS, 1, MAX_EXPIRE_MINS),
             redis=redis,
             mode=_extra_choice(conn, extra, "mode", MODES, DEFAULT_MODE),
+            webhooks=WebhookConfig.from_connection(conn.conn_id, extra, redis),
         )
 
     @property

@@ -39,6 +39,7 @@ from airflow_provider_nextleg.hooks.session import (
 )
 from airflow_provider_nextleg.hooks.transport import ApiCall, retry_policy, send
 from airflow_provider_nextleg.models import Message, NaughtyResult, SubmitResult
+from airflow_provider_nextleg.webhooks.config import WebhookConfig
 
 T = TypeVar("T")
 
@@ -131,6 +132,11 @@ class NextLegHook(BaseHook):
         if self._settings is None:
             self._settings = await aread_connection(self.nextleg_conn_id)
         return self._settings
+
+    @property
+    def webhooks(self) -> WebhookConfig | None:
+        """The connection's webhook receiver, secret and inbox (see the README's Webhooks)."""
+        return self._get_settings().webhooks
 
     @property
     def rate_limit_interval(self) -> float:

@@ -49,6 +49,8 @@ class StoredJob(TypedDict):
     route_id: str | None
     """The submission's ``route_id`` (load balancer, pay-per-use), which its polls need (records written
     before it existed lack it)."""
+    job_key: str | None
+    """For a job that completes by webhook, its key, under which its result reaches the inbox."""
 
 
 def fingerprint(call: ApiCall[Any]) -> str:
@@ -96,7 +98,12 @@ class JobState:
         return cast("StoredJob", stored)
 
     def record(
-        self, message_id: str, request: str, submitted_by: TaskIdentity, route_id: str | None = None
+        self,
+        message_id: str,
+        request: str,
+        submitted_by: TaskIdentity,
+        route_id: str | None = None,
+        job_key: str | None = None,
     ) -> None:
         """
         Keep the id of the job just submitted: what an execution does first once its submission answers.
@@ -111,6 +118,7 @@ class JobState:
             "request": request,
             "submitted_by": submitted_by,
             "route_id": route_id,
+            "job_key": job_key,
         }
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
@@ -132,10 +140,10 @@ class JobState:
             message_id=message_id,
         ) from failure
 
-    def route_id(self) -> str | None:
-        """The stored job's ``route_id``, if it has one."""
+    def routing(self) -> tuple[str | None, str | None]:
+        """The stored job's ``route_id`` and webhook ``job_key``, where it has them."""
         stored = self.stored()
-        return None if stored is None else stored.get("route_id")
+        return (None, None) if stored is None else (stored.get("route_id"), stored.get("job_key"))
 
     def forget(self) -> None:
         """The task is done with its job: the next execution of the task instance submits anew."""

@@ -48,6 +48,8 @@ from airflow_provider_nextleg.triggers.nextleg import (
     read_event,
     wait_in_process,
 )
+from airflow_provider_nextleg.webhooks.config import WebhookConfig
+from airflow_provider_nextleg.webhooks.tokens import new_job_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -67,6 +69,11 @@ SAME_RESULT_BUTTONS = frozenset(
 that pressed one keeps its job, so that a clear returns the same result instead of pressing again. Every
 other button draws something new (``V1``–``V4``, ``🔄``, the zooms and pans, ``Vary``, ``Make Square``,
 describe's ``1️⃣``–``4️⃣``), as imagine and blend do: a clear of such a task makes a new job."""
+COMPLETIONS = (None, "poll", "webhook")
+"""The ``completion`` a job operator takes."""
+RECONCILE_INTERVALS = 40
+"""A job completing by webhook is polled to reconcile after this many of the account's request intervals
+(2 minutes at the documented 3 s: past a fast job's end), and as often after that."""
 QUICK_JOB_WORKER_WAIT = 15.0
 """Seconds a deferrable operator waits on the worker for a quick job (describe, ✉️, ❤️) before deferring."""
 IMAGE_JOB_WORKER_WAIT = 5.0
@@ -124,7 +131,11 @@ class NextLegJobOperator(BaseOperator):
         this operator sends :func:`~airflow_provider_nextleg.models.job_ref`, a JSON object naming the
         task instance that submitted (dag, run, task, map index, try) with your ``ref`` under ``"ref"``,
         so every job can be traced back to its task.
-    :param webhook_override: a URL that receives the result instead of the account's webhook.
+    :param webhook_override: a URL that receives the result instead of the account's webhook (then the
+        job is polled).
+    :param completion: how the task learns that its job ended: ``"webhook"`` (its result is posted to the
+        provider's receiver: one request per job, see the README's Webhooks), ``"poll"``, or ``None``, the
+        default: by webhook when the connection names a ``webhook_url`` (and the task waits), else polls.
     :param wait_for_completion: wait for the job and return its result (the default); otherwise return
         ``{"message_id": ...}`` as soon as it is submitted.
     :param deferrable: wait in the triggerer, holding no worker slot; the default comes from
@@ -156,6 +167,7 @@ class NextLegJobOperator(BaseOperator):
         nextleg_conn_id: str = NextLegHook.default_conn_name,
         ref: str | None = None,
         webhook_override: str | None = None,
+        completion: str | None = None,
         wait_for_completion: bool = True,
         deferrable: bool | None = None,
         worker_wait: timedelta | float | None = None,
@@ -168,6 +180,17 @@ class NextLegJobOperator(BaseOperator):
         self.nextleg_conn_id = nextleg_conn_id
         self.ref = ref
         self.webhook_override = webhook_override
+        if completion not in COMPLETIONS:
+            raise NextLegInputError(
+                f"completion={completion!r:.40} is none of {', '.join(map(repr, COMPLETIONS))}",
+                advice="Pass completion='webhook', 'poll', or None to follow the connection.",
+            )
+        if completion == "webhook" and webhook_override is not None:
+            raise NextLegInputError(
+                "completion='webhook' and a webhook_override cannot go together",
+                advice="Drop webhook_override (the provider's receiver takes the result), or poll.",
+            )
+        self.completion = completion
         self.wait_for_completion = validation.check_flag(wait_for_completion, name="wait_for_completion")
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.worker_wait = validation.check_seconds(worker_wait, name="worker_wait")
@@ -184,12 +207,13 @@ class NextLegJobOperator(BaseOperator):
 
     # --- what subclasses provide -------------------------------------------------------------------
 
-    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+    def build_call(self, ref: str, webhook_override: str | None) -> ApiCall[SubmitResult]:
         """
         The job's call, built from the rendered arguments, each checked: a bad one raises
         ``NextLegInputError`` before anything is sent.
 
         :param ref: the ``ref`` to send.
+        :param webhook_override: where NextLeg posts the result, if not to the account's webhook.
         """
         raise NotImplementedError
 
@@ -212,22 +236,26 @@ class NextLegJobOperator(BaseOperator):
         """Check, then resume this task's job if an earlier try left one, or submit a new one; then wait."""
         submitted_by = task_instance_identity(context)
         own_ref = None if self.ref is None else validation.check_ref(self.ref)
-        call = self.build_call(job_ref(submitted_by, own_ref))
+        webhooks, job_key, override = self._webhooks(), None, self.webhook_override
+        if webhooks is not None:  # the result goes to the provider's receiver, under this job's key
+            job_key = new_job_key()
+            override = webhooks.override_url(job_key)
+        call = self.build_call(job_ref(submitted_by, own_ref, job_key), override)
         request = fingerprint(call)
         state = JobState(context, self.log)
         earlier = state.earlier_job(self.hook, request, self.expire_mins)
         if earlier is not None and earlier.status is MessageStatus.DONE:
             return self._finish(context, job_result(earlier))
         if earlier is not None:
-            message_id, route_id = earlier.message_id, state.route_id()
+            message_id, (route_id, job_key) = earlier.message_id, state.routing()
         else:
             submitted = self.hook.request(call)
             message_id, route_id = submitted.message_id, submitted.route_id
             # First of all: whatever fails from here on, the next try finds this job instead of paying again.
-            state.record(message_id, request, submitted_by, route_id)
+            state.record(message_id, request, submitted_by, route_id, job_key)
         context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
         if self.wait_for_completion:
-            return self._wait(context, message_id, route_id)
+            return self._wait(context, message_id, route_id, job_key)
         self._done_with(state)  # submitted is all this task wanted of its job
         return {"message_id": message_id}
 
@@ -237,18 +265,39 @@ class NextLegJobOperator(BaseOperator):
         if not self.repeats_its_result():
             state.forget()
 
-    def _trigger(self, message_id: str, route_id: str | None) -> NextLegMessageTrigger:
+    def _webhooks(self) -> WebhookConfig | None:
+        """The connection's webhooks, when this job completes by webhook (see ``completion``)."""
+        webhooks = self.hook.webhooks
+        enabled = webhooks is not None and webhooks.enabled
+        if self.completion == "webhook" and not enabled:
+            raise NextLegInputError(
+                f"completion='webhook', but connection {self.nextleg_conn_id!r} names no webhook_url and "
+                "webhook_secret",
+                advice="Set both extras on the connection (see the README's Webhooks), or poll. Nothing "
+                "was sent to NextLeg.",
+            )
+        by_webhook = self.completion == "webhook" or (
+            self.completion is None and enabled and self.wait_for_completion and self.webhook_override is None
+        )
+        return webhooks if by_webhook else None
+
+    def _trigger(self, message_id: str, route_id: str | None, job_key: str | None) -> NextLegMessageTrigger:
+        interval = self.hook.rate_limit_interval
         return NextLegMessageTrigger(
             message_id=message_id,
             route_id=route_id,
+            job_key=job_key,
+            reconcile_after=None if job_key is None else max(RECONCILE_INTERVALS * interval, 1.0),
             nextleg_conn_id=self.nextleg_conn_id,
             deadline=None if self.wait_timeout is None else time.time() + self.wait_timeout,
             poll_interval=self.hook.rate_limit_interval if self.poll_interval is None else self.poll_interval,
             expire_mins=self.expire_mins,
         )
 
-    def _wait(self, context: Context, message_id: str, route_id: str | None) -> dict[str, Any]:
-        trigger = self._trigger(message_id, route_id)
+    def _wait(
+        self, context: Context, message_id: str, route_id: str | None, job_key: str | None
+    ) -> dict[str, Any]:
+        trigger = self._trigger(message_id, route_id, job_key)
         if not self.deferrable:
             self.log.info("Waiting for NextLeg job %s on this worker.", message_id)
             return self.execute_complete(context, asyncio.run(wait_in_process(trigger)))
@@ -315,9 +364,9 @@ class ImagineOperator(NextLegJobOperator):
         self.prompt = prompt
         self.ignore_prefilter = ignore_prefilter
 
-    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+    def build_call(self, ref: str, webhook_override: str | None) -> ApiCall[SubmitResult]:
         """The imagine call: a prompt with words, within Discord's length, its documented flags valid."""
-        return calls.imagine(self.prompt, ref, self.webhook_override, self.ignore_prefilter)
+        return calls.imagine(self.prompt, ref, webhook_override, self.ignore_prefilter)
 
 
 class ButtonOperator(NextLegJobOperator):
@@ -376,7 +425,7 @@ class ButtonOperator(NextLegJobOperator):
         self.ar = ar
         self.mask = mask
 
-    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+    def build_call(self, ref: str, webhook_override: str | None) -> ApiCall[SubmitResult]:
         """The button call: the button must be one the upstream result offers; Custom Zoom's options must
         fit it."""
         button = validation.check_text(self.button, name="button")
@@ -390,7 +439,7 @@ class ButtonOperator(NextLegJobOperator):
             button,
             button_message_id,
             ref,
-            self.webhook_override,
+            webhook_override,
             self.prompt,
             self.zoom,
             self.ar,
@@ -456,9 +505,9 @@ class DescribeOperator(NextLegJobOperator):
         super().__init__(**kwargs)
         self.url = url
 
-    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+    def build_call(self, ref: str, webhook_override: str | None) -> ApiCall[SubmitResult]:
         """The describe call: the URL must be http(s)."""
-        return calls.describe(self.url, ref, self.webhook_override)
+        return calls.describe(self.url, ref, webhook_override)
 
     def answers_quickly(self) -> bool:
         """A describe answers with text, in seconds."""
@@ -478,9 +527,9 @@ class BlendOperator(NextLegJobOperator):
         super().__init__(**kwargs)
         self.urls = urls
 
-    def build_call(self, ref: str) -> ApiCall[SubmitResult]:
+    def build_call(self, ref: str, webhook_override: str | None) -> ApiCall[SubmitResult]:
         """The blend call: two to five http(s) URLs."""
-        return calls.blend(self.urls, ref, self.webhook_override)
+        return calls.blend(self.urls, ref, webhook_override)
 
 
 class SeedOperator(BaseOperator):

@@ -11,8 +11,10 @@ restart) does no harm, and a resumed trigger keeps the deadline it was given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol, overload
 
@@ -20,14 +22,17 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_nextleg.exceptions import (
     NextLegError,
+    NextLegInputError,
     NextLegWaitTimeoutError,
     error_from_payload,
     error_to_payload,
     job_failure,
 )
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.hooks.session import account_session
 from airflow_provider_nextleg.models import JobResult, Message, MessageStatus, excerpt
-from airflow_provider_nextleg.polling import TRANSIENT_ERRORS, watch_message
+from airflow_provider_nextleg.polling import TRANSIENT_ERRORS, Updates, watch_message
+from airflow_provider_nextleg.webhooks.inbox import Waiter
 
 TIMEOUT = "timeout"
 ERROR = "error"
@@ -57,6 +62,10 @@ class NextLegMessageTrigger(BaseTrigger):
     :param expire_mins: the ``expireMins`` of each poll; ``None`` takes the connection's.
     :param route_id: the submission's ``route_id`` (its ``loadBalanceId`` or ``ppuId``), in mode
         ``load_balancer`` or ``pay_per_use``.
+    :param job_key: for a job that completes by webhook, its key: the wait takes the result from the
+        connection's webhook inbox and polls only to reconcile (a lost webhook costs latency, not the job).
+    :param reconcile_after: with ``job_key``, seconds until the first reconciliation poll (after the job's
+        expected end), then between two of them.
     """
 
     def __init__(
@@ -68,6 +77,8 @@ class NextLegMessageTrigger(BaseTrigger):
         poll_interval: float = 5.0,
         expire_mins: int | None = None,
         route_id: str | None = None,
+        job_key: str | None = None,
+        reconcile_after: float | None = None,
     ) -> None:
         super().__init__()
         self.message_id = message_id
@@ -76,6 +87,8 @@ class NextLegMessageTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.expire_mins = expire_mins
         self.route_id = route_id
+        self.job_key = job_key
+        self.reconcile_after = reconcile_after
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The classpath and the plain kwargs a triggerer needs to start the wait again."""
@@ -88,6 +101,8 @@ class NextLegMessageTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "expire_mins": self.expire_mins,
                 "route_id": self.route_id,
+                "job_key": self.job_key,
+                "reconcile_after": self.reconcile_after,
             },
         )
 
@@ -102,13 +117,7 @@ class NextLegMessageTrigger(BaseTrigger):
         # reports a job that finished meanwhile; after it, the time left applies.
         timeout: float | None = None
         try:
-            async with watch_message(
-                self.nextleg_conn_id,
-                self.message_id,
-                expire_mins=self.expire_mins,
-                min_interval=self.poll_interval,
-                route_id=self.route_id,
-            ) as updates:
+            async with self._answers() as updates:
                 while True:
                     try:
                         message = await updates.next(timeout)
@@ -132,6 +141,20 @@ class NextLegMessageTrigger(BaseTrigger):
         except Exception as exc:  # the event carries it to the task, which raises it again
             return self._stopped(ERROR, exc)
 
+    def _answers(self) -> contextlib.AbstractAsyncContextManager[Updates | _Delivered]:
+        """Where the job's answers come from: its polls, or its webhook with a rare reconciling poll."""
+        watch = functools.partial(
+            watch_message,
+            self.nextleg_conn_id,
+            self.message_id,
+            expire_mins=self.expire_mins,
+            min_interval=self.poll_interval,
+            route_id=self.route_id,
+        )
+        if self.job_key is None:
+            return watch()
+        return _delivered(self.nextleg_conn_id, self.message_id, self.job_key, self.reconcile_after, watch)
+
     def _time_left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.time())
 
@@ -145,6 +168,75 @@ class NextLegMessageTrigger(BaseTrigger):
             "result": None,
             "error": error_to_payload(error, message_id=self.message_id),
         }
+
+
+class _Delivered:
+    """
+    The answers of a job that completes by webhook: its result from the inbox, or, when none came by the
+    next reconciliation, one poll (a lost or late webhook costs latency, never the job).
+
+    :param waiter: the inbox's waiter for the job.
+    :param message_id: the job's message id.
+    :param reconcile_after: seconds until the first reconciling poll, then between two of them.
+    :param poll: one poll of the job, through its account's scheduler.
+    """
+
+    def __init__(
+        self,
+        waiter: Waiter,
+        message_id: str,
+        reconcile_after: float,
+        poll: Callable[[], Awaitable[Message]],
+    ) -> None:
+        self.waiter = waiter
+        self.message_id = message_id
+        self.reconcile_after = reconcile_after
+        self.poll = poll
+        self.next_poll = time.monotonic() + reconcile_after
+
+    async def next(self, timeout: float | None = None) -> Message:
+        """The webhook's result, or a reconciling poll's answer when it is due; ``asyncio.TimeoutError``
+        when ``timeout`` passes first."""
+        until_poll = max(0.0, self.next_poll - time.monotonic())
+        limit = until_poll if timeout is None else min(until_poll, timeout)
+        delivered = await self.waiter.result(limit)
+        if delivered is not None:
+            return Message.from_api(delivered, self.message_id)
+        if timeout is not None and timeout < until_poll:
+            raise asyncio.TimeoutError
+        self.next_poll = time.monotonic() + self.reconcile_after
+        return await self.poll()
+
+
+@contextlib.asynccontextmanager
+async def _delivered(
+    conn_id: str,
+    message_id: str,
+    job_key: str,
+    reconcile_after: float | None,
+    watch: Callable[[], contextlib.AbstractAsyncContextManager[Updates]],
+) -> AsyncIterator[_Delivered]:
+    """Watch the connection's inbox for a job's webhook; polls go through the account's scheduler."""
+
+    async def poll() -> Message:
+        async with watch() as updates:
+            return await updates.next()
+
+    async with account_session(conn_id) as session:
+        webhooks = session.settings.webhooks
+        if webhooks is None or not webhooks.enabled:
+            raise NextLegInputError(
+                f"job {message_id} completes by webhook, but connection {conn_id!r} no longer names a "
+                "webhook_url and webhook_secret",
+                advice="Set them again, or clear the task to submit with completion='poll'.",
+            )
+        after = reconcile_after or DEFAULT_RECONCILE_AFTER
+        async with webhooks.inbox().watch(message_id, job_key) as waiter:
+            yield _Delivered(waiter, message_id, after, poll)
+
+
+DEFAULT_RECONCILE_AFTER = 120.0
+"""Seconds before a job waiting for its webhook is polled to reconcile, when its trigger does not say."""
 
 
 class _Log(Protocol):

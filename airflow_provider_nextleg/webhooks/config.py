@@ -6,7 +6,8 @@ Extras: ``webhook_url`` (the receiver's public base URL, e.g. ``https://airflow.
 several hosts); without it, a directory of this host (see :mod:`.inbox`).
 
 Three readers, one per kind of process, because Airflow reaches connections differently in each: workers
-(:func:`read_webhook_config`), the triggerer (:func:`aread_webhook_config`), and the receiver in the API
+(through :class:`~airflow_provider_nextleg.hooks.connection.AccountSettings`, which reads it with the rest of
+the connection), the triggerer (the same), and the receiver in the API
 server or on its own (:func:`server_webhook_config`, Airflow's server-side lookup, metadata database
 included). None of them puts the secret in a message or a repr.
 """
@@ -112,50 +113,6 @@ class WebhookConfig:
         from airflow_provider_nextleg.webhooks.inbox import inbox_for
 
         return inbox_for(self.redis)
-
-
-def read_webhook_config(conn_id: str) -> WebhookConfig:
-    """
-    A nextleg connection's webhook settings, read synchronously (workers).
-
-    :param conn_id: the connection's id.
-    """
-    from airflow.sdk import BaseHook
-
-    from airflow_provider_nextleg.hooks.connection import redis_conn_id
-    from airflow_provider_nextleg.redis_connection import redis_settings
-
-    conn = BaseHook.get_connection(conn_id)
-    extra = conn.extra_dejson
-    redis_id = redis_conn_id(conn, extra)
-    return WebhookConfig.from_connection(conn_id, extra, redis_settings(redis_id) if redis_id else None)
-
-
-async def aread_webhook_config(conn_id: str) -> WebhookConfig:
-    """
-    A nextleg connection's webhook settings, read without blocking the event loop (the triggerer's way,
-    on every supported Airflow: see :func:`~airflow_provider_nextleg.hooks.connection.aread_connection`).
-
-    :param conn_id: the connection's id.
-    """
-    from airflow.sdk import BaseHook, Connection
-    from asgiref.sync import sync_to_async
-
-    from airflow_provider_nextleg.hooks.connection import redis_conn_id
-    from airflow_provider_nextleg.redis_connection import aredis_settings
-
-    if hasattr(Connection, "aextra_dejson"):
-        conn = await BaseHook.aget_connection(conn_id)
-    else:
-        conn = await sync_to_async(BaseHook.get_connection)(conn_id)
-    if hasattr(conn, "aextra_dejson"):
-        extra = await conn.aextra_dejson()
-    else:
-        extra = await sync_to_async(lambda: conn.extra_dejson)()
-    redis_id = redis_conn_id(conn, extra)
-    return WebhookConfig.from_connection(
-        conn_id, extra, await aredis_settings(redis_id) if redis_id else None
-    )
 
 
 def server_webhook_config(conn_id: str) -> WebhookConfig:
