@@ -281,10 +281,13 @@ class NextLegJobOperator(BaseOperator):
         )
         return webhooks if by_webhook else None
 
-    def _trigger(self, message_id: str, route_id: str | None, job_key: str | None) -> NextLegMessageTrigger:
+    def _trigger(
+        self, context: Context, message_id: str, route_id: str | None, job_key: str | None
+    ) -> NextLegMessageTrigger:
         interval = self.hook.rate_limit_interval
         return NextLegMessageTrigger(
             message_id=message_id,
+            try_number=context["ti"].try_number,
             route_id=route_id,
             job_key=job_key,
             reconcile_after=None if job_key is None else max(RECONCILE_INTERVALS * interval, 1.0),
@@ -297,7 +300,7 @@ class NextLegJobOperator(BaseOperator):
     def _wait(
         self, context: Context, message_id: str, route_id: str | None, job_key: str | None
     ) -> dict[str, Any]:
-        trigger = self._trigger(message_id, route_id, job_key)
+        trigger = self._trigger(context, message_id, route_id, job_key)
         if not self.deferrable:
             self.log.info("Waiting for NextLeg job %s on this worker.", message_id)
             return self.execute_complete(context, asyncio.run(wait_in_process(trigger)))
@@ -321,7 +324,20 @@ class NextLegJobOperator(BaseOperator):
         Turn the wait's event into the task's result, or its error (terminal codes are not retried).
 
         A failed job, reported here, is forgotten: the retry that follows submits anew, and so does a clear.
+        An earlier try's event that ended without a result, handed to this try (Airflow 3.1 keeps a
+        deferral's resume method for the retries of a try that failed after it), would only repeat that
+        try's failure: this try runs the task afresh instead, as a retry should.
         """
+        deferred_by = event.get("try_number") if isinstance(event, dict) else None
+        this_try = context["ti"].try_number
+        if isinstance(deferred_by, int) and deferred_by != this_try and event.get("status") != "done":
+            self.log.warning(
+                "Try %d was handed the event of try %d, which deferred (Airflow 3.1 replays it to the "
+                "retries): running the task afresh.",
+                this_try,
+                deferred_by,
+            )
+            return self.execute(context)
         try:
             result = read_event(event)
         except NextLegJobFailedError:

@@ -44,10 +44,10 @@ class NextLegMessageTrigger(BaseTrigger):
     Wait for a NextLeg message to reach a final state, then fire one event.
 
     The event's payload: ``status`` (``done``, ``failed``, ``incomplete``, ``timeout`` or ``error``),
-    ``message_id``, ``result`` (the finished job, :meth:`JobResult.to_xcom`; ``None`` for ``timeout`` and
-    ``error``) and, for ``timeout`` and ``error``, ``error``: the error, whole, as
-    :func:`~airflow_provider_nextleg.exceptions.error_to_payload` describes it. :func:`read_event` is
-    its one reader.
+    ``message_id``, ``try_number`` (the kwarg), ``result`` (the finished job, :meth:`JobResult.to_xcom`;
+    ``None`` for ``timeout`` and ``error``) and, for ``timeout`` and ``error``, ``error``: the error,
+    whole, as :func:`~airflow_provider_nextleg.exceptions.error_to_payload` describes it.
+    :func:`read_event` is its one reader.
     429s, 5xx answers, dropped connections and garbled answers delay the wait without ending it; a
     refused token or an unknown message ends it.
 
@@ -66,6 +66,9 @@ class NextLegMessageTrigger(BaseTrigger):
         connection's webhook inbox and polls only to reconcile (a lost webhook costs latency, not the job).
     :param reconcile_after: with ``job_key``, seconds until the first reconciliation poll (after the job's
         expected end), then between two of them.
+    :param try_number: the try of the task that deferred, echoed in the event (``try_number``): Airflow
+        3.1 hands a failed deferral's event to the task's retries too (it keeps the resume method), and
+        the task tells its own event from a replayed one by it.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class NextLegMessageTrigger(BaseTrigger):
         route_id: str | None = None,
         job_key: str | None = None,
         reconcile_after: float | None = None,
+        try_number: int | None = None,
     ) -> None:
         super().__init__()
         self.message_id = message_id
@@ -89,6 +93,7 @@ class NextLegMessageTrigger(BaseTrigger):
         self.route_id = route_id
         self.job_key = job_key
         self.reconcile_after = reconcile_after
+        self.try_number = try_number
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The classpath and the plain kwargs a triggerer needs to start the wait again."""
@@ -103,6 +108,7 @@ class NextLegMessageTrigger(BaseTrigger):
                 "route_id": self.route_id,
                 "job_key": self.job_key,
                 "reconcile_after": self.reconcile_after,
+                "try_number": self.try_number,
             },
         )
 
@@ -159,12 +165,18 @@ class NextLegMessageTrigger(BaseTrigger):
         return None if self.deadline is None else max(0.0, self.deadline - time.time())
 
     def _ended(self, result: JobResult) -> dict[str, Any]:
-        return {"status": result.status.value, "message_id": self.message_id, "result": result.to_xcom()}
+        return {
+            "status": result.status.value,
+            "message_id": self.message_id,
+            "try_number": self.try_number,
+            "result": result.to_xcom(),
+        }
 
     def _stopped(self, status: str, error: Exception) -> dict[str, Any]:
         return {
             "status": status,
             "message_id": self.message_id,
+            "try_number": self.try_number,
             "result": None,
             "error": error_to_payload(error, message_id=self.message_id),
         }

@@ -7,6 +7,7 @@ injected somewhere after the submission, then the next try runs; the emulator's 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from airflow_provider_nextleg.operators.nextleg import (
     ImagineOperator,
     NextLegJobOperator,
 )
+from airflow_provider_nextleg.triggers.nextleg import wait_in_process
 
 
 class Refused(RuntimeError):
@@ -301,4 +303,24 @@ class TestMarkedFailedThenCleared:
         store.delete(STATE_KEY)  # what DELETE .../taskInstances/<task>/state-store/nextleg_job does
         [cleared] = tries(imagine(), store, TaskInstance(try_number=2))
         assert cleared["submitted_by"]["try_number"] == 2
+        assert len(paid(nextleg_emulator)) == 2
+
+
+class TestAReplayedEvent:
+    """Airflow 3.1 keeps a deferred try's resume method when the try fails: each retry is handed the
+    failed try's event instead of running ``execute``, which would only repeat the failure."""
+
+    def test_an_earlier_trys_failure_handed_to_a_retry_runs_the_task_afresh(
+        self, nextleg_emulator: EmulatorServer
+    ):
+        nextleg_emulator.set_faults(FaultSettings(forced_codes={"lighthouse": "QUEUE_FULL"}))
+        [deferred] = tries(imagine(deferrable=True, worker_wait=0), Store(), TaskInstance())
+        event = asyncio.run(wait_in_process(deferred.trigger))
+        with pytest.raises(NextLegJobFailedError, match="QUEUE_FULL"):  # the try that deferred: its failure
+            imagine().execute_complete({"ti": TaskInstance()}, event)  # type: ignore[arg-type]
+        nextleg_emulator.set_faults(FaultSettings())  # the queue has room again
+        retry = {"ti": TaskInstance(try_number=2)}  # 3.1: and no task state store
+        result = imagine().execute_complete(retry, event)  # type: ignore[arg-type]
+        assert result["status"] == "done"
+        assert result["submitted_by"]["try_number"] == 2
         assert len(paid(nextleg_emulator)) == 2

@@ -69,6 +69,7 @@ class TestSerialization:
             poll_interval=2.0,
             expire_mins=5,
             route_id="lb0000000000000000",
+            try_number=2,
         )
         classpath, kwargs = trigger.serialize()
         assert classpath == "airflow_provider_nextleg.triggers.nextleg.NextLegMessageTrigger"
@@ -80,6 +81,9 @@ class TestSerialization:
             "poll_interval": 2.0,
             "expire_mins": 5,
             "route_id": "lb0000000000000000",
+            "job_key": None,
+            "reconcile_after": None,
+            "try_number": 2,
         }
         assert nextleg_emulator.settings.token not in json.dumps(kwargs) + repr(trigger)
 
@@ -88,7 +92,7 @@ class TestRun:
     async def test_one_event_with_the_finished_result(self, nextleg_emulator: EmulatorServer):
         message_id = submit()
         [event] = await events(NextLegMessageTrigger(message_id=message_id, poll_interval=POLL))
-        assert set(event) == {"status", "message_id", "result"}
+        assert set(event) == {"status", "message_id", "try_number", "result"}
         assert event["status"] == "done"
         assert json.loads(json.dumps(event)) == event  # what the triggerer can store
         result = read_event(event)
