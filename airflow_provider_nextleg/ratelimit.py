@@ -48,13 +48,13 @@ _STATE = struct.Struct("4d")  # the next free slot, the end of a 429's hold, the
 
 MARGIN_SHARE = 0.02
 """Share of the interval added to every spacing: sends leave a little early or arrive a little late."""
-MARGIN_MIN = 0.005
+MARGIN_MIN = 0.01
 """Seconds added to every spacing besides :data:`MARGIN_SHARE` (timer and network jitter)."""
 MARGIN_STEP = 0.05
 """Seconds a 429 adds to the learned margin: the service still saw two requests too close."""
 MARGIN_CAP = 0.5
 """Largest learned margin, in seconds."""
-DECAY_AFTER = 50
+DECAY_AFTER = 200
 """Bookings without a 429 after which the learned margin halves."""
 
 
@@ -81,17 +81,36 @@ class Slot:
         """Seconds until the booked turn (0 once it has come)."""
         return max(0.0, self.due - time.time())
 
+    @property
+    def late(self) -> bool:
+        """
+        Whether the turn has passed by more than half the spacing's margin: the caller woke too late (a
+        busy loop, a starved process), so a request sent now could reach the service too close to the
+        next turn, which another caller holds.
+        """
+        return time.time() - self.due > (self.limiter.spacing - self.limiter.interval) / 2
+
     def wait(self) -> None:
-        """Sleep until the turn has come and the limiter confirms it (a 429 since may move it)."""
+        """Sleep until the turn has come (a turn missed by waking late is booked anew, at the back) and
+        the limiter confirms it (a 429 since may move it)."""
         time.sleep(self.delay)
+        while self.late:
+            self._take(self.limiter.book())
+            time.sleep(self.delay)
         while not self.confirmed and (wait := self.limiter.confirm(self)) > 0:
             time.sleep(wait)
 
     async def await_turn(self) -> None:
         """The async face of :meth:`wait`."""
         await asyncio.sleep(self.delay)
+        while self.late:
+            self._take(await self.limiter.abook())
+            await asyncio.sleep(self.delay)
         while not self.confirmed and (wait := await self.limiter.aconfirm(self)) > 0:
             await asyncio.sleep(wait)
+
+    def _take(self, other: Slot) -> None:
+        self.limiter, self.due, self.confirmed = other.limiter, other.due, other.confirmed
 
 
 @dataclass(frozen=True)
@@ -542,7 +561,7 @@ def rate_limiter_for(
         key = (account, redis.conn_id)
         limiter = _shared_limiters.get(key)
         if limiter is None:
-            budget = RedisBudget(redis, "\n".join(account))
+            budget = RedisBudget(redis, "\n".join(account), decay_after=DECAY_AFTER)
             limiter = _shared_limiters[key] = SharedRateLimiter(interval, budget, host)
         limiter.interval = interval
         return limiter

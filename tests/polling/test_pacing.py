@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+import time
 import types
 import uuid
 
@@ -87,6 +88,16 @@ class TestPacing:
         for _ in range(3):
             slot = limiter.book()
             assert (slot.delay, limiter.confirm(slot)) == (0.0, 0.0)
+
+
+def test_a_caller_that_wakes_too_late_for_its_turn_goes_to_the_back():
+    """A turn missed by more than half the margin would crowd the next caller's: it is booked anew."""
+    limiter = HostRateLimiter(interval=0.2)
+    missed, next_one = limiter.book(), limiter.book()
+    time.sleep(0.5)  # a starved process: both turns have passed
+    assert missed.late
+    missed.wait()
+    assert missed.due > next_one.due  # behind the turn another caller holds, not on top of it
 
 
 class TestSharedByTheHost:
