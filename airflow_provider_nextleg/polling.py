@@ -46,13 +46,13 @@ import statistics
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_nextleg.exceptions import NextLegMalformedResponseError
 from airflow_provider_nextleg.hooks import calls
-from airflow_provider_nextleg.hooks.session import AccountSession, account_session, loop_sessions
+from airflow_provider_nextleg.hooks.session import AccountSession, loop_sessions
 from airflow_provider_nextleg.hooks.transport import RETRYABLE_ERRORS
 from airflow_provider_nextleg.models import Message, MessageStatus
 from airflow_provider_nextleg.ratelimit import RateLimiter, Slot
@@ -104,22 +104,42 @@ class Durations:
 
 
 class Updates:
-    """The answers of the polls of one watched message, for one watcher, in order."""
+    """
+    The answers of the polls of one watched message, for one watcher, in order.
 
-    def __init__(self) -> None:
-        self._inbox: asyncio.Queue[Message | Exception] = asyncio.Queue()
+    A triggerer holds one per trigger, so it holds little for the garbage collector to trace: the answers
+    not yet taken, and a future only while its watcher waits (an ``asyncio.Queue`` is six objects).
+
+    :param watch: the watched message.
+    """
+
+    __slots__ = ("_answers", "_waiter", "watch")
+
+    def __init__(self, watch: _Watch) -> None:
+        self.watch = watch
+        self._answers: deque[Message | Exception] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
     def put(self, answer: Message | Exception) -> None:
         """Hand over a poll's answer (the scheduler's side)."""
-        self._inbox.put_nowait(answer)
+        self._answers.append(answer)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next(self, timeout: float | None = None) -> Message:
         """
         The next poll's message; raises the error that poll met, or ``asyncio.TimeoutError``.
 
-        :param timeout: the most seconds to wait; ``None`` waits as long as it takes.
+        :param timeout: the most seconds to wait; ``None`` waits as long as it takes. An answer already
+            in is returned whatever the timeout.
         """
-        answer = await asyncio.wait_for(self._inbox.get(), timeout)
+        if not self._answers:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await (waiter if timeout is None else asyncio.wait_for(waiter, timeout))
+            finally:
+                self._waiter = None
+        answer = self._answers.popleft()
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -173,12 +193,11 @@ class PollScheduler:
         """How many messages are being polled."""
         return len(self._watches)
 
-    @contextlib.asynccontextmanager
-    async def watch(
+    def add(
         self, message_id: str, *, expire_mins: int | None, min_interval: float, route_id: str | None = None
-    ) -> AsyncIterator[Updates]:
+    ) -> Updates:
         """
-        Register a watcher of a message for the duration of the block; see :func:`watch_message`.
+        Register a watcher of a message until :meth:`discard`; see :func:`watch_message`.
 
         Watchers of the same message (and ``expire_mins``) share its polls.
         """
@@ -190,21 +209,24 @@ class PollScheduler:
             watch = _Watch(message_id, expire, route_id, registered=now, next_poll=now)
             watch.expected = now + (self.durations.typical or PRIOR_SECONDS)
             self._watches[key] = watch
-        updates = Updates()
+        updates = Updates(watch)
         watch.watchers[updates] = min_interval
         self._watchers += 1
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"nextleg-poll-scheduler-{id(self):x}")
         self._wake.set()
-        try:
-            yield updates
-        finally:
-            del watch.watchers[updates]
-            if not watch.watchers and self._watches.get(key) is watch:
-                del self._watches[key]
-            self._watchers -= 1
-            if not self._watchers:
-                self.close()
+        return updates
+
+    def discard(self, updates: Updates) -> None:
+        """Forget a watcher, however its wait ended; the scheduler stops with the last one."""
+        watch = updates.watch
+        del watch.watchers[updates]
+        key = (watch.message_id, watch.expire_mins, watch.route_id)
+        if not watch.watchers and self._watches.get(key) is watch:
+            del self._watches[key]
+        self._watchers -= 1
+        if not self._watchers:
+            self.close()
 
     def close(self) -> None:
         """Stop the task and the polls in flight (the last watcher left, or the session closes)."""
@@ -356,15 +378,14 @@ def schedulers() -> list[PollScheduler]:
     ]
 
 
-@contextlib.asynccontextmanager
-async def watch_message(
+def watch_message(
     conn_id: str,
     message_id: str,
     *,
     expire_mins: int | None = None,
     min_interval: float = 0.0,
     route_id: str | None = None,
-) -> AsyncIterator[Updates]:
+) -> MessageWatch:
     """
     Wait on a message through its account's scheduler: ``async with watch_message(conn_id, id) as updates:``.
 
@@ -379,13 +400,63 @@ async def watch_message(
     :param min_interval: the least time between two polls of this message.
     :param route_id: the submission's ``route_id``, through the load balancer or pay-per-use.
     """
-    async with (
-        account_session(conn_id) as session,
-        session.scheduler.watch(
-            message_id, expire_mins=expire_mins, min_interval=min_interval, route_id=route_id
-        ) as updates,
-    ):
-        yield updates
+    return MessageWatch(conn_id, message_id, expire_mins, min_interval, route_id)
+
+
+class MessageWatch:
+    """
+    The ``async with`` block of :func:`watch_message`: a user of the account session, and a watcher of
+    the message with its scheduler.
+
+    A plain object rather than generators' context managers: a triggerer holds one per trigger, and each
+    of those would add four objects for its garbage collector to trace.
+    """
+
+    __slots__ = (
+        "_session",
+        "_sessions",
+        "_updates",
+        "conn_id",
+        "expire_mins",
+        "message_id",
+        "min_interval",
+        "route_id",
+    )
+
+    def __init__(
+        self,
+        conn_id: str,
+        message_id: str,
+        expire_mins: int | None,
+        min_interval: float,
+        route_id: str | None,
+    ) -> None:
+        self.conn_id = conn_id
+        self.message_id = message_id
+        self.expire_mins = expire_mins
+        self.min_interval = min_interval
+        self.route_id = route_id
+
+    async def __aenter__(self) -> Updates:
+        self._sessions = loop_sessions()
+        self._session = await self._sessions.join(self.conn_id)
+        try:
+            self._updates = self._session.scheduler.add(
+                self.message_id,
+                expire_mins=self.expire_mins,
+                min_interval=self.min_interval,
+                route_id=self.route_id,
+            )
+        except BaseException:
+            await self._sessions.part(self.conn_id, self._session)
+            raise
+        return self._updates
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            self._session.scheduler.discard(self._updates)
+        finally:
+            await self._sessions.part(self.conn_id, self._session)
 
 
 def _encoded(message: Message, answered_at: float) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ssl
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -40,7 +42,7 @@ class AccountSession:
 
     def __init__(self, settings: AccountSettings) -> None:
         self.settings = settings
-        self.client = httpx.AsyncClient(headers=settings.headers)
+        self.client = httpx.AsyncClient(headers=settings.headers, verify=tls_context())
         self.users = 0
         self._scheduler: PollScheduler | None = None
 
@@ -84,6 +86,17 @@ class AccountSession:
         await self.client.aclose()
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """
+    The TLS settings of every session's client, made once per process: httpx would build them for each
+    client, reading the whole CA bundle, which holds the event loop for 20 to 70 ms every time the first
+    trigger of an account arrives. As httpx does, ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` name the bundle
+    (read when the first session opens); certifi's otherwise.
+    """
+    return httpx.create_ssl_context()
+
+
 class _LoopSessions:
     """The sessions of one event loop, by account, and the connection readings in use, by id."""
 
@@ -107,6 +120,38 @@ class _LoopSessions:
             if self.by_account.get(session.settings.account) is session:
                 del self.by_account[session.settings.account]
             await session.aclose()
+
+    async def join(self, conn_id: str) -> AccountSession:
+        """
+        Become a user of the session of a connection's account, the connection read once for all its
+        users in the loop (see :func:`account_session`); leave with :meth:`part`. For callers that hold
+        a session by the thousand (the triggers' :class:`~airflow_provider_nextleg.polling.MessageWatch`),
+        where a generator's context manager would add objects for the garbage collector to trace.
+
+        :param conn_id: the nextleg connection.
+        """
+        self.readers[conn_id] += 1
+        try:
+            reading = self.readings.get(conn_id)
+            if reading is None:
+                reading = self.readings[conn_id] = asyncio.create_task(aread_connection(conn_id))
+            return self.enter(await asyncio.shield(reading))  # a user cancelled meanwhile leaves it
+        except BaseException:
+            self._unread(conn_id)
+            raise
+
+    async def part(self, conn_id: str, session: AccountSession) -> None:
+        """Leave a session joined with :meth:`join`; the connection's last user drops its reading."""
+        try:
+            await self.leave(session)
+        finally:
+            self._unread(conn_id)
+
+    def _unread(self, conn_id: str) -> None:
+        self.readers[conn_id] -= 1
+        if not self.readers[conn_id]:
+            del self.readers[conn_id]
+            self.readings.pop(conn_id).cancel()
 
 
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSessions] = weakref.WeakKeyDictionary()
@@ -135,26 +180,18 @@ async def account_session(
     :param settings: the connection's settings, when the caller has read them already.
     """
     sessions = loop_sessions()
-    reads = settings is None
-    if reads:
-        sessions.readers[conn_id] += 1
-    try:
-        if settings is None:
-            reading = sessions.readings.get(conn_id)
-            if reading is None:
-                reading = sessions.readings[conn_id] = asyncio.create_task(aread_connection(conn_id))
-            settings = await asyncio.shield(reading)  # a user cancelled meanwhile leaves it to the others
+    if settings is not None:
         session = sessions.enter(settings)
         try:
             yield session
         finally:
             await sessions.leave(session)
+        return
+    session = await sessions.join(conn_id)
+    try:
+        yield session
     finally:
-        if reads:
-            sessions.readers[conn_id] -= 1
-            if not sessions.readers[conn_id]:
-                del sessions.readers[conn_id]
-                sessions.readings.pop(conn_id).cancel()
+        await sessions.part(conn_id, session)
 
 
 async def close_loop_sessions() -> None:
