@@ -10,6 +10,10 @@ from datetime import datetime, timezone
 import pytest
 
 from airflow_provider_nextleg.error_codes import ErrorCode, ErrorKind
+from airflow_provider_nextleg.exceptions import NextLegMalformedResponseError, NextLegSubmissionUncertainError
+from airflow_provider_nextleg.hooks import calls
+from airflow_provider_nextleg.hooks.connection import AccountSettings
+from airflow_provider_nextleg.hooks.transport import read_answer
 from airflow_provider_nextleg.models import (
     JobResult,
     Message,
@@ -552,3 +556,37 @@ class TestOddJson:
     def test_content_nested_beyond_reason_is_refused(self):
         with pytest.raises(PayloadError, match="content"):
             Message.from_api({"progress": 100, "response": {"type": "info", "content": _nested(2000)}}, "m1")
+
+
+SETTINGS = AccountSettings(
+    conn_id="nextleg_default",
+    base_url="https://api.example.com",
+    token="t0ken",
+    timeout=5.0,
+    rate_limit_interval=3.0,
+    expire_mins=12,
+)
+SUBMISSIONS = [
+    calls.imagine("a cat", "r1", None, None),
+    calls.button("U1", "bmid0000000000000000", "r1", None, None, None, None),
+    calls.describe("https://example.com/cat.png", "r1", None),
+    calls.info("r1", None),
+]
+READS = [calls.message("m1", 12), calls.seed("m1"), calls.is_this_naughty("a cat")]
+
+
+class TestAnswersNestedTooDeeply:
+    """JSON nested past Python's recursion limit (``[[[[...``) is a typed error on every call kind: the
+    submission's fate is unknown (it was most likely accepted), a read's answer is malformed."""
+
+    BODY = b"[" * 100_000 + b"]" * 100_000
+
+    @pytest.mark.parametrize("call", SUBMISSIONS, ids=lambda call: call.endpoint)
+    def test_a_submission_is_uncertain(self, call):
+        with pytest.raises(NextLegSubmissionUncertainError, match="nested too deeply"):
+            read_answer(call, SETTINGS, 200, {}, self.BODY)
+
+    @pytest.mark.parametrize("call", READS, ids=lambda call: call.endpoint)
+    def test_a_read_is_malformed(self, call):
+        with pytest.raises(NextLegMalformedResponseError, match="nested too deeply"):
+            read_answer(call, SETTINGS, 200, {}, self.BODY)
