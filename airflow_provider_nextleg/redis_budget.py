@@ -41,9 +41,9 @@ import hashlib
 import logging
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from airflow_provider_nextleg.redis_connection import BudgetUnavailable, RedisSettings
 
@@ -97,18 +97,18 @@ local function book(interval, decay_after)
   return slot - now
 end
 """
-# KEYS[1] the pacing hash; ARGV: interval (us), idle TTL (ms), bookings before the margin halves.
-_BOOK = (
-    _PRELUDE
-    + _NOW
+# What _BOOK and _BOOK_POLL share: read the state, book a slot (ARGV as _BOOK's) into ``wait``, save.
+_BOOK_AND_SAVE = (
+    _NOW
     + _SAVE
     + _BOOKING
     + """
 local wait = book(tonumber(ARGV[1]), tonumber(ARGV[3]))
 save(tonumber(ARGV[2]))
-return wait
 """
 )
+# KEYS[1] the pacing hash; ARGV: interval (us), idle TTL (ms), bookings before the margin halves.
+_BOOK = _PRELUDE + _BOOK_AND_SAVE + "return wait\n"
 # The same arguments as _BOOK: 0 (send now) unless a hold covers now, then a new slot's wait.
 _CONFIRM = _BOOK.replace(
     "local wait = book(", "if now >= hold_until then return 0 end\nlocal wait = book(", 1
@@ -148,14 +148,8 @@ local answer = redis.call('GET', KEYS[2])
 if answer then return {-1, answer} end
 if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return {-2} end
 """
-    + _NOW
-    + _SAVE
-    + _BOOKING
-    + """
-local wait = book(tonumber(ARGV[1]), tonumber(ARGV[3]))
-save(tonumber(ARGV[2]))
-return {wait}
-"""
+    + _BOOK_AND_SAVE
+    + "return {wait}\n"
 )
 # KEYS[1] the shared answer, KEYS[2] the poll lease (released); ARGV: the answer, its TTL (ms).
 _REMEMBER = """
@@ -163,6 +157,27 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[2])
 return 1
 """
+
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call(Generic[_T]):
+    """One call of a Lua script, whichever face sends it: its keys and arguments, and how to read the answer.
+
+    :param script: the script's name in ``_SCRIPTS``.
+    :param read: turns the script's answer into the method's result.
+    """
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+    read: Callable[[Any], _T]
+
+
+def _ignore(answer: object) -> None:
+    return None
 
 
 class PollBooking(NamedTuple):
@@ -255,14 +270,11 @@ class RedisBudget:
         :param interval: seconds between two requests of the account (``rate_limit_interval``).
         :raises BudgetUnavailable: Redis did not answer.
         """
-        with self._guard():
-            return self._seconds(self._script("book")(keys=[self._pace_key], args=self._book_args(interval)))
+        return self._run(self._booking("book", interval))
 
     async def abook(self, interval: float) -> float:
         """The async twin of :meth:`book`."""
-        with self._guard():
-            script = await self._ascript("book")
-            return self._seconds(await script(keys=[self._pace_key], args=self._book_args(interval)))
+        return await self._arun(self._booking("book", interval))
 
     def confirm(self, interval: float) -> float:
         """
@@ -272,15 +284,11 @@ class RedisBudget:
         :param interval: as for :meth:`book`.
         :raises BudgetUnavailable: Redis did not answer.
         """
-        with self._guard():
-            result = self._script("confirm")(keys=[self._pace_key], args=self._book_args(interval))
-            return self._seconds(result)
+        return self._run(self._booking("confirm", interval))
 
     async def aconfirm(self, interval: float) -> float:
         """The async twin of :meth:`confirm`."""
-        with self._guard():
-            script = await self._ascript("confirm")
-            return self._seconds(await script(keys=[self._pace_key], args=self._book_args(interval)))
+        return await self._arun(self._booking("confirm", interval))
 
     def hold(self, seconds: float) -> float:
         """
@@ -290,25 +298,19 @@ class RedisBudget:
         :returns: the margin now, in seconds.
         :raises BudgetUnavailable: Redis did not answer.
         """
-        with self._guard():
-            return self._seconds(self._script("hold")(keys=[self._pace_key], args=self._hold_args(seconds)))
+        return self._run(self._hold(seconds))
 
     async def ahold(self, seconds: float) -> float:
         """The async twin of :meth:`hold`."""
-        with self._guard():
-            script = await self._ascript("hold")
-            return self._seconds(await script(keys=[self._pace_key], args=self._hold_args(seconds)))
+        return await self._arun(self._hold(seconds))
 
     def state(self) -> BudgetState:
         """The account's pacing state now (read only)."""
-        with self._guard():
-            return self._state(self._script("state")(keys=[self._pace_key], args=[]))
+        return self._run(_Call("state", [self._pace_key], [], self._state))
 
     async def astate(self) -> BudgetState:
         """The async twin of :meth:`state`."""
-        with self._guard():
-            script = await self._ascript("state")
-            return self._state(await script(keys=[self._pace_key], args=[]))
+        return await self._arun(_Call("state", [self._pace_key], [], self._state))
 
     # --- answers shared for a moment, and poll leases ---------------------------------------------------
 
@@ -324,18 +326,11 @@ class RedisBudget:
         :param interval: as for :meth:`book`.
         :param lease_ttl: seconds the lease lasts at most (the poll's timeout; :meth:`remember` ends it).
         """
-        with self._guard():
-            result = self._script("book_poll")(
-                keys=self._poll_keys(message_id), args=self._poll_args(interval, lease_ttl)
-            )
-            return self._poll_booking(result)
+        return self._run(self._book_poll(message_id, interval, lease_ttl))
 
     async def abook_poll(self, message_id: str, interval: float, lease_ttl: float) -> PollBooking:
         """The async twin of :meth:`book_poll`."""
-        with self._guard():
-            script = await self._ascript("book_poll")
-            result = await script(keys=self._poll_keys(message_id), args=self._poll_args(interval, lease_ttl))
-            return self._poll_booking(result)
+        return await self._arun(self._book_poll(message_id, interval, lease_ttl))
 
     def remember(self, message_id: str, payload: str, ttl_seconds: float) -> None:
         """
@@ -346,16 +341,11 @@ class RedisBudget:
         :param payload: the answer, serialized (JSON).
         :param ttl_seconds: how long others may reuse it instead of polling.
         """
-        with self._guard():
-            keys = [self._answer_key(message_id), self._poll_key(message_id)]
-            self._script("remember")(keys=keys, args=[payload, _ms(ttl_seconds)])
+        self._run(self._remember(message_id, payload, ttl_seconds))
 
     async def aremember(self, message_id: str, payload: str, ttl_seconds: float) -> None:
         """The async twin of :meth:`remember`."""
-        with self._guard():
-            script = await self._ascript("remember")
-            keys = [self._answer_key(message_id), self._poll_key(message_id)]
-            await script(keys=keys, args=[payload, _ms(ttl_seconds)])
+        await self._arun(self._remember(message_id, payload, ttl_seconds))
 
     def recall(self, message_id: str) -> str | None:
         """The answer for ``message_id`` that a process shared within its TTL, or ``None``."""
@@ -425,16 +415,37 @@ class RedisBudget:
     async def _ascript(self, name: str) -> AsyncScript:
         return (await self._aclient())[1][name]
 
-    # --- helpers ----------------------------------------------------------------------------------------
+    # --- the scripts' calls: built and read here, sent by either face ----------------------------------
+
+    def _run(self, call: _Call[_T]) -> _T:
+        with self._guard():
+            return call.read(self._script(call.script)(keys=call.keys, args=call.args))
+
+    async def _arun(self, call: _Call[_T]) -> _T:
+        with self._guard():
+            script = await self._ascript(call.script)
+            return call.read(await script(keys=call.keys, args=call.args))
+
+    def _booking(self, script: str, interval: float) -> _Call[float]:
+        """``book`` or ``confirm``: the pacing hash; the interval, the idle TTL, the decay."""
+        return _Call(script, [self._pace_key], self._book_args(interval), self._seconds)
+
+    def _hold(self, seconds: float) -> _Call[float]:
+        step, cap = round(self.margin_step * _US), round(self.margin_cap * _US)
+        args = [round(max(seconds, 0.0) * _US), _ms(self.idle_ttl), step, cap]
+        return _Call("hold", [self._pace_key], args, self._seconds)
+
+    def _book_poll(self, message_id: str, interval: float, lease_ttl: float) -> _Call[PollBooking]:
+        keys = [self._pace_key, self._answer_key(message_id), self._poll_key(message_id)]
+        args = [*self._book_args(interval), _ms(lease_ttl)]
+        return _Call("book_poll", keys, args, self._poll_booking)
+
+    def _remember(self, message_id: str, payload: str, ttl_seconds: float) -> _Call[None]:
+        keys = [self._answer_key(message_id), self._poll_key(message_id)]
+        return _Call("remember", keys, [payload, _ms(ttl_seconds)], _ignore)
 
     def _book_args(self, interval: float) -> list[int]:
         return [round(max(interval, 0.0) * _US), _ms(self.idle_ttl), self.decay_after]
-
-    def _poll_keys(self, message_id: str) -> list[str]:
-        return [self._pace_key, self._answer_key(message_id), self._poll_key(message_id)]
-
-    def _poll_args(self, interval: float, lease_ttl: float) -> list[int]:
-        return [*self._book_args(interval), _ms(lease_ttl)]
 
     @classmethod
     def _poll_booking(cls, result: list[Any]) -> PollBooking:
@@ -444,10 +455,6 @@ class RedisBudget:
         if code == -2:
             return PollBooking(wait=None, answer=None)
         return PollBooking(wait=cls._seconds(code), answer=None)
-
-    def _hold_args(self, seconds: float) -> list[int]:
-        step, cap = round(self.margin_step * _US), round(self.margin_cap * _US)
-        return [round(max(seconds, 0.0) * _US), _ms(self.idle_ttl), step, cap]
 
     @staticmethod
     def _seconds(microseconds: Any) -> float:

@@ -9,13 +9,12 @@ it ends the same way, ``--help`` included, with one line naming the extra to ins
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
+import dataclasses
 import sys
 from collections.abc import Sequence
-from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
+from airflow_provider_nextleg import cli_support
 from airflow_provider_nextleg.emulator.extra import missing_extra_message
 from airflow_provider_nextleg.emulator.settings import (
     DEFAULT_ADMIN_TOKEN,
@@ -27,32 +26,9 @@ from airflow_provider_nextleg.emulator.settings import (
 )
 
 PROG = "nextleg-emulator"
+DEFAULT_PORT = 8765
 #: Settings whose flag is not ``--`` and the setting's name in kebab case.
 _FLAGS = {"forced_codes": "--force"}
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line: the usage of some thirty flags would bury it."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(_usage_error(f"{message} (see --help)"))
-
-
-def _usage_error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"must be a port number from 0 to 65535 (0 picks a free one), got {text!r}"
-        )
-    return port
 
 
 def _forced(text: str) -> tuple[str, str]:
@@ -72,33 +48,26 @@ def _default(value: object) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; ``--help`` names each flag's real default once, from the settings' own defaults."""
     defaults, fault_defaults = EmulatorSettings(), FaultSettings()
-    parser = _Parser(
+    parser = cli_support.UsageErrorParser(
         prog=PROG, description="An offline emulator of the NextLeg v2 (Midjourney) API, for demos and tests."
     )
 
     def flag(group: argparse._ActionsContainer, name: str, help: str, **kwargs: Any) -> None:
-        """A flag of a setting, its help ending with the setting's default."""
-        setting = kwargs.pop("setting", name.removeprefix("--").replace("-", "_"))
+        """A flag of a setting, its help ending with the setting's default; ``--no-x`` turns ``x`` off."""
+        if name.startswith("--no-"):
+            kwargs.update(dest=name.removeprefix("--no-").replace("-", "_"), action="store_false")
+        setting = kwargs.pop("setting", kwargs.get("dest", name.removeprefix("--").replace("-", "_")))
         source = fault_defaults if group is faults else defaults
         value = kwargs.pop("shown", getattr(source, setting, None))
         kwargs.setdefault("default", getattr(source, setting, None))
         group.add_argument(name, help=f"{help} (default: {_default(value)})", **kwargs)
 
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=8765, help="port; 0 picks a free one (default: 8765)")
+    cli_support.add_listen_arguments(parser, DEFAULT_PORT)
     parser.add_argument("--token", help=f"API token (default: the demo token {DEFAULT_TOKEN})")
     parser.add_argument("--admin-token", help=f"token of /_emulator/ (default: {DEFAULT_ADMIN_TOKEN})")
     faults = parser.add_argument_group("faults")
     flag(parser, "--time-scale", "real seconds per simulated second", type=float)
-    flag(
-        parser,
-        "--no-rate-limit",
-        "do not enforce the token's sliding-window rate limit",
-        dest="rate_limit",
-        action="store_false",
-        setting="rate_limit",
-        shown="enforced",
-    )
+    flag(parser, "--no-rate-limit", "do not enforce the token's sliding-window rate limit", shown="enforced")
     flag(parser, "--rate-limit-requests", "requests allowed per window", type=int)
     flag(parser, "--rate-limit-window", "window length, in seconds", type=float)
     flag(parser, "--concurrency", "jobs an account runs at once", type=int)
@@ -108,7 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     flag(parser, "--fast-hours", "fast GPU hours of the subscription", type=float)
     flag(parser, "--expire-mins", "minutes after which an unfinished job is incomplete", type=float)
     flag(parser, "--seed", "seed of every random draw", type=int)
-    flag(parser, "--account-id", "accountId of the results", setting="account_id")
+    flag(parser, "--account-id", "accountId of the results")
     flag(
         parser,
         "--load-balancer-accounts",
@@ -139,9 +108,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser,
         "--no-prefilter",
         "accept banned prompts, which then fail as jobs, instead of a 400",
-        dest="prefilter",
-        action="store_false",
-        setting="prefilter",
         shown="the prefilter refuses them",
     )
     flag(
@@ -165,7 +131,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="PROMPT=CODE",
-        setting="forced_codes",
         shown="none",
     )
     flag(faults, "--webhook-loss-rate", "probability that a webhook is never sent", type=float)
@@ -182,90 +147,53 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--cdn-forbidden",
         "every direct image download answers 403",
         action="store_true",
-        setting="cdn_forbidden",
         shown="off",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="uvicorn's log level (default: info)",
-    )
+    cli_support.add_log_level(parser, "uvicorn's log level")
     return parser.parse_args(argv)
 
 
 def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
+    """The settings the flags give: a flag's destination is its setting's name (:func:`parse_args`)."""
+    flags = vars(args)
+
+    def given(settings: type[EmulatorSettings | FaultSettings]) -> dict[str, Any]:
+        return {
+            field.name: flags[field.name] for field in dataclasses.fields(settings) if field.name in flags
+        }
+
     defaults = EmulatorSettings()
+    faults = FaultSettings(**given(FaultSettings) | {"forced_codes": dict(args.forced_codes)})
     return EmulatorSettings(
-        token=args.token or defaults.token,
-        admin_token=args.admin_token or defaults.admin_token,
-        time_scale=args.time_scale,
-        rate_limit=args.rate_limit,
-        rate_limit_requests=args.rate_limit_requests,
-        rate_limit_window=args.rate_limit_window,
-        concurrency=args.concurrency,
-        queue_length=args.queue_length,
-        min_duration=args.min_duration,
-        max_duration=args.max_duration,
-        fast_hours=args.fast_hours,
-        expire_mins=args.expire_mins,
-        seed=args.seed,
-        account_id=args.account_id,
-        load_balancer_accounts=args.load_balancer_accounts,
-        ppu_credits=args.ppu_credits,
-        cdn_403_rate=args.cdn_403_rate,
-        default_webhook=args.default_webhook,
-        banned_words=[word.strip() for word in args.banned_words.split(",") if word.strip()],
-        prefilter=args.prefilter,
-        latency=args.latency,
-        faults=FaultSettings(
-            error_rate=args.error_rate,
-            drop_rate=args.drop_rate,
-            slow_rate=args.slow_rate,
-            slow_seconds=args.slow_seconds,
-            malformed_rate=args.malformed_rate,
-            forced_codes=dict(args.forced_codes),
-            cdn_forbidden=args.cdn_forbidden,
-            webhook_loss_rate=args.webhook_loss_rate,
-            webhook_duplicate_rate=args.webhook_duplicate_rate,
-            webhook_delay_rate=args.webhook_delay_rate,
-            webhook_delay_seconds=args.webhook_delay_seconds,
-        ),
+        **given(EmulatorSettings)
+        | {
+            "token": args.token or defaults.token,
+            "admin_token": args.admin_token or defaults.admin_token,
+            "banned_words": [word.strip() for word in args.banned_words.split(",") if word.strip()],
+            "faults": faults,
+        }
     )
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    """uvicorn shuts down gracefully on the signal, then raises it again: end the process with status 0."""
-    raise SystemExit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     missing_extra = missing_extra_message()
     if missing_extra:  # before the flags: --help would describe a server that cannot start
-        return _usage_error(missing_extra)
+        return cli_support.usage_error(PROG, missing_extra)
     args = parse_args(argv)
     try:
         settings = settings_from_args(args)
     except SettingError as exc:
         flags = "/".join(_FLAGS.get(name, f"--{name.replace('_', '-')}") for name in exc.settings)
-        return _usage_error(f"argument {flags}: {exc}")
+        return cli_support.usage_error(PROG, f"argument {flags}: {exc}")
     # Imported once the flags are known good, so a usage error answers before the server's stack loads.
-    from airflow_provider_nextleg.emulator.server import bind_socket, make_server
+    from airflow_provider_nextleg.emulator.server import make_server
 
     try:
-        sock = bind_socket(args.host, args.port)
-    except OSError as exc:
-        return _usage_error(
-            f"argument --host/--port: cannot listen on {args.host} port {args.port} ({exc.strerror or exc}); "
-            "give a free --port (0 picks one) and a --host that is an address of this machine"
-        )
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _exit_cleanly)
-    host, port = sock.getsockname()[:2]
-    base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        sock = cli_support.bind_socket(args.host, args.port)
+    except (OSError, OverflowError) as exc:
+        return cli_support.cannot_listen(PROG, args.host, args.port, exc)
+    cli_support.configure_logging(args.log_level)
+    base_url = cli_support.serve_until_signal(sock)
     token = "from --token" if args.token else f"the default demo token {DEFAULT_TOKEN!r}"
     print(f"NextLeg emulator listening on {base_url} (token: {token})", flush=True)
     make_server(settings, args.log_level).run(sockets=[sock])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import threading
 import time
 from types import TracebackType
@@ -12,19 +11,10 @@ from urllib.parse import quote, urlencode
 
 import uvicorn
 
+from airflow_provider_nextleg.cli_support import bind_socket
 from airflow_provider_nextleg.emulator.admin import EmulatorAdmin
 from airflow_provider_nextleg.emulator.app import create_app
 from airflow_provider_nextleg.emulator.settings import EmulatorSettings
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket, made before serving so the port is known (``port=0`` picks a free one) and
-    clients that connect before uvicorn is up wait in the backlog instead of being refused."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    return sock
 
 
 def make_server(settings: EmulatorSettings, log_level: str = "warning") -> uvicorn.Server:
