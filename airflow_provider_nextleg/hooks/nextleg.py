@@ -381,7 +381,8 @@ class NextLegHook(BaseHook):
         """
         Check the token and the base URL without starting a paid job.
 
-        Polls a well-formed message id that does not exist: a 404 proves the token is accepted.
+        Polls a well-formed message id that does not exist, once (not retried: the answer is the test): a
+        404 proves the token is accepted.
         """
         try:
             settings = self._get_settings()
@@ -389,6 +390,8 @@ class NextLegHook(BaseHook):
         except NextLegNotFoundError:
             pass
         except NextLegAuthenticationError as exc:
+            if exc.status is None:  # no token to send at all
+                return False, f"{exc.problem.capitalize()}: put the API token in the connection's password."
             return (
                 False,
                 f"NextLeg refused the API token (HTTP {exc.status}): check the connection's password.",

@@ -199,6 +199,8 @@ class NextLegJobOperator(BaseOperator):
         self.expire_mins = None if expire_mins is None else validation.check_expire_mins(expire_mins)
         self.image_url: str | None = None
         """The image of the job this try finished, for :class:`NextLegImageLink`."""
+        self.message_id: str | None = None
+        """The job this try submitted or resumed, for :meth:`on_kill`."""
 
     @cached_property
     def hook(self) -> NextLegHook:
@@ -253,11 +255,22 @@ class NextLegJobOperator(BaseOperator):
             message_id, route_id = submitted.message_id, submitted.route_id
             # First of all: whatever fails from here on, the next try finds this job instead of paying again.
             state.record(message_id, request, submitted_by, route_id, job_key)
+        self.message_id = message_id
         context["ti"].xcom_push(key=MESSAGE_ID_XCOM_KEY, value=message_id)
         if self.wait_for_completion:
             return self._wait(context, message_id, route_id, job_key)
         self._done_with(state)  # submitted is all this task wanted of its job
         return {"message_id": message_id}
+
+    def on_kill(self) -> None:
+        """The task was marked failed or success, or cleared, while its job ran: say that the job goes on
+        (the API has no cancel) and is paid for, and where to find it."""
+        if self.message_id is not None:
+            self.log.warning(
+                "NextLeg job %s keeps running at Midjourney and is paid for (the API cannot cancel it); "
+                "its result stays readable by that message id.",
+                self.message_id,
+            )
 
     def _done_with(self, state: JobState) -> None:
         """The task got what it wanted of its job: a clear of it asks for a new job, unless the request can

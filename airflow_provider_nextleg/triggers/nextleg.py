@@ -147,6 +147,15 @@ class NextLegMessageTrigger(BaseTrigger):
         except Exception as exc:  # the event carries it to the task, which raises it again
             return self._stopped(ERROR, exc)
 
+    async def on_kill(self) -> None:
+        """Airflow 3.3+: the deferred task was marked failed or success, or cleared: the job goes on at
+        Midjourney (the API has no cancel) and is paid for."""
+        self.log.warning(
+            "NextLeg job %s keeps running at Midjourney and is paid for (the API cannot cancel it); its "
+            "result stays readable by that message id.",
+            self.message_id,
+        )
+
     def _answers(self) -> contextlib.AbstractAsyncContextManager[Updates | _Delivered]:
         """Where the job's answers come from: its polls, or its webhook with a rare reconciling poll."""
         watch = functools.partial(

@@ -157,6 +157,14 @@ class TestTestConnection:
         assert not ok
         assert message.startswith("NextLeg refused the API token (HTTP 401)")
 
+    def test_no_token_says_so_without_an_http_status(self, nextleg_emulator, monkeypatch):
+        monkeypatch.setenv(CONN, connection_json(nextleg_emulator, password=None))
+        ok, message = NextLegHook().test_connection()
+        assert not ok
+        assert "HTTP" not in message
+        assert message.startswith("Connection 'nextleg_default' has no API token: put the API token")
+        assert nextleg_emulator.counters()["requests"] == {}
+
     def test_unreachable(self, nextleg_emulator, monkeypatch):
         monkeypatch.setenv(CONN, connection_json(nextleg_emulator, host=closed_port_url()))
         ok, message = NextLegHook().test_connection()

@@ -121,3 +121,12 @@ class TestFingerprint:
         grid = "grid0000000000000000"
         pressed = [calls.button(button, grid, None, None, None, None, None) for button in ("U1", "U2")]
         assert fingerprint(pressed[0]) != fingerprint(pressed[1])
+
+
+def test_on_kill_says_the_job_goes_on_and_is_paid_for(caplog: pytest.LogCaptureFixture):
+    operator = ImagineOperator(task_id="imagine", prompt="a cat")
+    operator.on_kill()  # nothing submitted yet: nothing to say
+    assert "keeps running" not in caplog.text
+    operator.message_id = "job00000000000000000"
+    operator.on_kill()
+    assert "NextLeg job job00000000000000000 keeps running at Midjourney and is paid for" in caplog.text
