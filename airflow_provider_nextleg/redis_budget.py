@@ -350,13 +350,13 @@ class RedisBudget:
     def recall(self, message_id: str) -> str | None:
         """The answer for ``message_id`` that a process shared within its TTL, or ``None``."""
         with self._guard():
-            return self._client().get(self._answer_key(message_id))  # type: ignore[return-value]
+            return _text(self._client().get(self._answer_key(message_id)))
 
     async def arecall(self, message_id: str) -> str | None:
         """The async twin of :meth:`recall`."""
         with self._guard():
             client = (await self._aclient())[0]
-            return await client.get(self._answer_key(message_id))  # type: ignore[no-any-return]
+            return _text(await client.get(self._answer_key(message_id)))
 
     def claim_poll(self, message_id: str, ttl: float) -> bool:
         """
@@ -497,6 +497,11 @@ _SCRIPTS = {
     "book_poll": _BOOK_POLL,
     "remember": _REMEMBER,
 }
+
+
+def _text(value: Any) -> str | None:
+    """A value read back from Redis as text (the clients decode answers; redis-py's types say either)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _ms(seconds: float) -> int:
