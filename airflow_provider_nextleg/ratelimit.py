@@ -55,6 +55,8 @@ MARGIN_STEP = 0.05
 MARGIN_CAP = 0.5
 """Largest learned margin, in seconds."""
 DECAY_AFTER = 200
+REBOOKINGS = 3
+"""Most turns a request books anew after waking too late for one (a starved process sends after that)."""
 """Bookings without a 429 after which the learned margin halves."""
 
 
@@ -88,13 +90,16 @@ class Slot:
         busy loop, a starved process), so a request sent now could reach the service too close to the
         next turn, which another caller holds.
         """
-        return time.time() - self.due > (self.limiter.spacing - self.limiter.interval) / 2
+        margin = self.limiter.spacing - self.limiter.interval
+        return margin > 0 and time.time() - self.due > margin / 2
 
     def wait(self) -> None:
         """Sleep until the turn has come (a turn missed by waking late is booked anew, at the back) and
         the limiter confirms it (a 429 since may move it)."""
         time.sleep(self.delay)
-        while self.late:
+        for _ in range(REBOOKINGS):
+            if not self.late:
+                break
             self._take(self.limiter.book())
             time.sleep(self.delay)
         while not self.confirmed and (wait := self.limiter.confirm(self)) > 0:
@@ -103,7 +108,9 @@ class Slot:
     async def await_turn(self) -> None:
         """The async face of :meth:`wait`."""
         await asyncio.sleep(self.delay)
-        while self.late:
+        for _ in range(REBOOKINGS):
+            if not self.late:
+                break
             self._take(await self.limiter.abook())
             await asyncio.sleep(self.delay)
         while not self.confirmed and (wait := await self.limiter.aconfirm(self)) > 0:

@@ -391,7 +391,8 @@ class NextLegHook(BaseHook):
             pass
         except NextLegAuthenticationError as exc:
             if exc.status is None:  # no token to send at all
-                return False, f"{exc.problem.capitalize()}: put the API token in the connection's password."
+                problem = exc.problem[:1].upper() + exc.problem[1:]
+                return False, f"{problem}: put the API token in the connection's password."
             return (
                 False,
                 f"NextLeg refused the API token (HTTP {exc.status}): check the connection's password.",

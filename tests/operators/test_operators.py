@@ -123,10 +123,11 @@ class TestFingerprint:
         assert fingerprint(pressed[0]) != fingerprint(pressed[1])
 
 
-def test_on_kill_says_the_job_goes_on_and_is_paid_for(caplog: pytest.LogCaptureFixture):
+def test_on_kill_says_the_job_goes_on_and_is_paid_for(capsys: pytest.CaptureFixture[str]):
     operator = ImagineOperator(task_id="imagine", prompt="a cat")
     operator.on_kill()  # nothing submitted yet: nothing to say
-    assert "keeps running" not in caplog.text
+    assert "keeps running" not in "".join(capsys.readouterr())
     operator.message_id = "job00000000000000000"
     operator.on_kill()
-    assert "NextLeg job job00000000000000000 keeps running at Midjourney and is paid for" in caplog.text
+    said = "".join(capsys.readouterr())
+    assert "NextLeg job job00000000000000000 keeps running at Midjourney and is paid for" in said
