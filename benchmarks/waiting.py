@@ -6,6 +6,8 @@ by one factor (real seconds per API second); times are reported in API seconds, 
 take them. Each measurement runs in a process of its own, so CPU time and memory are its own::
 
     .venv/bin/python benchmarks/waiting.py                 # burst, single, scale: about 5 minutes
+    .venv/bin/python benchmarks/waiting.py latency         # the burst at 0, 0.2, 0.5 s latency: 2 minutes
+    .venv/bin/python benchmarks/waiting.py hosts outage    # several hosts, Redis down: about 10 minutes
     .venv/bin/python benchmarks/waiting.py airflow         # real Airflow services: about 5 minutes
 
 Scenarios, each with its targets (printed with PASS or FAIL):
@@ -16,10 +18,15 @@ Scenarios, each with its targets (printed with PASS or FAIL):
   NextLeg docs' example does; (c) a new HTTP session for every 5 s poll, as Airflow's generic
   ``HttpSensorTrigger`` does. Targets for (a): no 429, no QUEUE_FULL, a makespan within 1.25 times the
   lower bound (the larger of the concurrency's bound on the jobs' durations and two requests per job at
-  the rate limit).
+  the rate limit). ``--latency SECONDS`` (API seconds, default 0) holds every API answer back.
+* ``latency``: the burst's (a) at 0, 0.2 and 0.5 API seconds of latency, with today's limiter (requests
+  paced by when they are sent) and with the rule it replaced (paced by when answers came back, as
+  5654e70's limiter did), side by side; target: today's at 0.5 s within 1.05x its bound, no 429.
 * ``single``: ten jobs one after another; target: p95 detection latency within one window (3 s).
 * ``scale``: 2,000 triggers waiting in one event loop, added as the triggerer adds them (one per loop
   iteration); targets: at most 50 KB per trigger, no event-loop stall over 0.1 s, at most 10 connections.
+* ``hosts`` and ``outage`` (``hosts.py``): 1, 2 and 4 hosts on one account, host file vs Redis; Redis
+  stopped for 30 s mid-burst.
 * ``airflow``: the batch example DAG with 30 prompts (30 grids, 120 upscales) on real Airflow services
   (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite, parallelism 4), deferrable;
   targets: no 429, and no worker slot held while a job runs (beyond the hand-off to the triggerer).
@@ -35,177 +42,111 @@ import asyncio
 import gc
 import itertools
 import json
-import os
-import platform
-import resource
-import shutil
+import math
 import ssl
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+from harness import (
+    BURST_JOBS,
+    CONCURRENCY,
+    HEADERS,
+    HERE,
+    MAX_DURATION,
+    MIN_DURATION,
+    WINDOW,
+    Figures,
+    GcClock,
+    Usage,
+    collect,
+    counted,
+    counted_apart,
+    emulator,
+    job_flags,
+    latencies,
+    load,
+    lower_bound,
+    machine,
+    measure,
+    quantile,
+    secs,
+    table,
+    use_emulator,
+    verdict,
+    wait_with_trigger,
+)
+from hosts import OUTAGE_FOR, report_hosts, report_outage, run_host, run_hosts
 
-from airflow_provider_nextleg.emulator import EmulatorAdmin
-from airflow_provider_nextleg.emulator.settings import DEFAULT_TOKEN
+from airflow_provider_nextleg.ratelimit import MARGIN_MIN, MARGIN_SHARE, HostRateLimiter, Slot
 
-HERE = Path(__file__).resolve().parent
-WINDOW = 3.0
-"""The documented rate limit: one request every 3 API seconds per account."""
-CONCURRENCY = 12
-MIN_DURATION, MAX_DURATION = 30.0, 75.0
-BURST_JOBS = 60
 SINGLE_JOBS = 10
 BATCH_DAG, BATCH_PROMPTS = "nextleg_daily_batch", 30
 SEED_POLL = 5.0
 """The fixed poll interval of the docs' example and of ``HttpSensorTrigger``, in API seconds."""
 HAND_OFF = 2.0
 """Real seconds a task may stay on its worker after submitting, while it hands the wait over."""
-HEADERS = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
-Figures = dict[str, Any]
+LATENCIES = (0.0, 0.2, 0.5)
+"""API seconds of latency the ``latency`` run compares."""
+SCALE_PACED = 0.5
+"""The time scale of ``latency``, ``hosts`` and ``outage``, which measure the limiter's pacing: its margins
+are real milliseconds (10 ms and 2 % of the interval, 50 ms more per 429), which a smaller scale would
+shrink against the timers' and the network's real jitter (at 0.1, 2 hosts on Redis drew 2 x 429 and took
+1.36x their bound; at 0.5 and at 1.0, none and 1.04x)."""
 
 
-# --- the emulator and what it counted -------------------------------------------------------------------
+# --- the waiters and the limiter of before ---------------------------------------------------------------
 
 
-@contextmanager
-def emulator(time_scale: float, *flags: str) -> Iterator[EmulatorAdmin]:
+class AnsweredPacing(HostRateLimiter):
     """
-    A ``nextleg-emulator`` process on a free port of 127.0.0.1, with the documented rate limit.
-
-    It has answered a submission and a poll before it is handed over, then been reset: its first request
-    takes it tens of milliseconds (imports, caches), which would shift when it counts the next one.
+    The limiter's rule before requests were paced by their sends (``git show
+    5654e70:airflow_provider_nextleg/ratelimit.py``), re-added on today's code for the ``latency`` run:
+    a request goes no sooner than one interval after the previous one was sent or answered, so every
+    round trip adds to the spacing. Bookings as today's (the spacing's margin, a late turn booked anew);
+    the wait for the previous answer is what is re-added. In this process only (a burst is one).
     """
-    command = shutil.which("nextleg-emulator", path=str(Path(sys.executable).parent)) or "nextleg-emulator"
-    process = subprocess.Popen(
-        [command, "--port", "0", "--time-scale", str(time_scale), "--log-level", "warning", *flags],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    admin = EmulatorAdmin(process.stdout.readline().split()[4])
-    try:
-        with httpx.Client(base_url=admin.base_url, headers=HEADERS, trust_env=False) as client:
-            for _ in range(500):
-                with suppress(httpx.TransportError):
-                    message_id = client.post("/v2/imagine", json={"msg": "warm-up"}).json()["messageId"]
-                    break
-                time.sleep(0.01)
-            time.sleep(WINDOW * time_scale)
-            client.get(f"/v2/message/{message_id}")
-        admin.reset()
-        yield admin
-    finally:
-        admin.close()
-        process.terminate()
-        process.wait(timeout=10)
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(interval)
+        self._latest = -math.inf  # when the latest request was sent or answered
+
+    def confirm(self, slot: Slot) -> float:
+        with self._current() as now:
+            ready = max(self._latest + self.interval, self._quiet_until)
+            if now < ready:
+                return ready - now
+            self._latest = now
+            return 0.0
+
+    def answered(self) -> None:
+        with self._current() as now:
+            self._latest = max(self._latest, now)
 
 
-def job_flags(queue: int = 100) -> tuple[str, ...]:
-    """Fast jobs of 30 to 75 s on an account running 12 at once, drawn from one seed in every run."""
-    return (
-        *("--concurrency", str(CONCURRENCY), "--queue-length", str(queue)),
-        *("--min-duration", str(MIN_DURATION), "--max-duration", str(MAX_DURATION), "--seed", "7"),
-    )
+def pace_by_answers(interval: float) -> None:
+    """Give this process's async requests :class:`AnsweredPacing`: the connection's limiter, told when
+    each answer (or failure) is in by a wrapper around the one async send."""
+    from airflow_provider_nextleg.hooks import connection, session
 
+    limiter = AnsweredPacing(interval)
+    connection.rate_limiter_for = lambda *args, **kwargs: limiter  # type: ignore[assignment]
+    send = session.asend
 
-def use_emulator(admin: EmulatorAdmin, time_scale: float) -> str:
-    """Point ``nextleg_default`` at the emulator, paced at one request per (scaled) window; its JSON."""
-    os.environ["AIRFLOW_CONN_NEXTLEG_DEFAULT"] = json.dumps(
-        {
-            "conn_type": "nextleg",
-            "host": admin.base_url,
-            "password": DEFAULT_TOKEN,
-            "extra": {"rate_limit_interval": WINDOW * time_scale, "timeout": 30.0},
-        }
-    )
-    return os.environ["AIRFLOW_CONN_NEXTLEG_DEFAULT"]
+    async def asend(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await send(*args, **kwargs)
+        finally:
+            limiter.answered()
 
-
-def counted(admin: EmulatorAdmin) -> Figures:
-    """What the emulator counted: requests, polls, 429s."""
-    counters = admin.counters()
-    return {
-        "requests": sum(counters["requests"].values()),
-        "polls": counters["requests"].get("GET /v2/message", 0),
-        "rate_limited": sum(counters["rate_limited"].values()),
-    }
-
-
-def counted_apart(base_url: str) -> Figures:
-    """What the emulator counted, asked on a connection of its own that is closed at once."""
-    admin = EmulatorAdmin(base_url)
-    try:
-        return counted(admin)
-    finally:
-        admin.close()
-
-
-def latencies(events: dict[str, float], jobs: list[Figures], time_scale: float) -> list[float]:
-    """API seconds from each job's result appearing on the server to its waiter's event."""
-    finished = {job["messageId"]: job["finished"] for job in jobs}
-    return sorted((when - finished[message_id]) / time_scale for message_id, when in events.items())
-
-
-def quantile(values: list[float], q: float) -> float | None:
-    """The ``q`` quantile, interpolated between the closest ranks."""
-    if len(values) < 2:
-        return values[0] if values else None
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
-
-
-class GcClock:
-    """The time CPython's garbage collector has taken since this object was made (a ``gc`` callback)."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.monotonic()
-        else:
-            self.total += time.monotonic() - self._started
-
-
-class Usage:
-    """CPU seconds and the peak memory added since this object was made, in this process."""
-
-    def __init__(self) -> None:
-        self.cpu = self._cpu()
-        self.rss = psutil.Process().memory_info().rss
-
-    @staticmethod
-    def _cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    def figures(self) -> Figures:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return {"cpu": self._cpu() - self.cpu, "peak_mb": max(0, peak - self.rss) / 2**20}
-
-
-# --- the waiters ----------------------------------------------------------------------------------------
-
-
-async def wait_with_trigger(message_id: str, time_scale: float, deadline: float | None = None) -> str:
-    """This provider's trigger, as its operators defer it (polls no closer than the connection's pace)."""
-    from airflow_provider_nextleg.triggers.nextleg import NextLegMessageTrigger
-
-    trigger = NextLegMessageTrigger(
-        message_id=message_id, poll_interval=WINDOW * time_scale, deadline=deadline
-    )
-    async for event in trigger.run():
-        return str(event.payload["status"])
-    raise RuntimeError(f"the trigger of {message_id} ended without an event")
+    session.asend = asend  # type: ignore[assignment]
 
 
 async def wait_on_timer(
@@ -238,13 +179,19 @@ TLS_CONTEXT = ssl.create_default_context()
 # --- the scenarios, each run in a process of its own ----------------------------------------------------
 
 
-async def run_burst(variant: str, time_scale: float) -> Figures:
-    """60 jobs submitted at once through the hook, each then waited on by the variant's waiter."""
+async def run_burst(variant: str, time_scale: float, latency: float = 0.0) -> Figures:
+    """
+    60 jobs submitted at once through the hook, each then waited on by the variant's waiter; variant
+    ``answered`` is (a) with :class:`AnsweredPacing`. ``latency``: API seconds each answer is held back.
+    """
     from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 
     bound = 2 * BURST_JOBS * WINDOW * time_scale
-    with emulator(time_scale, *job_flags()) as admin:
+    with emulator(time_scale, *job_flags(latency=latency, time_scale=time_scale)) as admin:
         use_emulator(admin, time_scale)
+        if variant == "answered":
+            pace_by_answers(WINDOW * time_scale)
+            variant = "a"
         async with httpx.AsyncClient(headers=HEADERS, trust_env=False) as shared:
             waiters: dict[str, Callable[[str], Awaitable[str]]] = {
                 "a": lambda message_id: wait_with_trigger(message_id, time_scale, time.time() + 3 * bound),
@@ -275,12 +222,8 @@ async def run_burst(variant: str, time_scale: float) -> Figures:
         return {
             **usage.figures(),
             **counted(admin),
+            **lower_bound(jobs, time_scale),
             "makespan": (ended - started) / time_scale,
-            "bound_rate": 2 * BURST_JOBS * WINDOW,
-            "bound_concurrency": max(
-                sum(job["finished"] - job["started"] for job in jobs) / CONCURRENCY / time_scale,
-                max(job["finished"] - job["started"] for job in jobs) / time_scale,
-            ),
             "detected": len(events),
             "queue_full": sum(status == "failed" for status in statuses.values()),
             "latencies": latencies(events, jobs, time_scale),
@@ -460,25 +403,7 @@ async def run_airflow(time_scale: float, pool: int) -> Figures:
 # --- the report -----------------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def secs(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} s"
-
-
-def table(rows: list[list[str]]) -> str:
-    """A Markdown table; the first row is the header."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = [
-        "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows
-    ]
-    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
-    return "\n".join(lines)
-
-
-def report_burst(results: dict[str, Figures], time_scale: float) -> str:
+def report_burst(results: dict[str, Figures], time_scale: float, latency: float = 0.0) -> str:
     ours = results["a"]
     bound = max(ours["bound_rate"], ours["bound_concurrency"])
     within = ours["detected"] == BURST_JOBS and ours["makespan"] <= 1.25 * bound
@@ -520,7 +445,56 @@ def report_burst(results: dict[str, Figures], time_scale: float) -> str:
             f"Concurrency {CONCURRENCY}, jobs of {MIN_DURATION:g} to {MAX_DURATION:g} s, one request every "
             f"{WINDOW:g} s, time scale {time_scale:.3g}. Lower bound {bound:.0f} s: the rate limit at two "
             f"requests per job ({ours['bound_rate']:.0f} s) against the concurrency working through the "
-            f"jobs' durations ({ours['bound_concurrency']:.0f} s). The three variants ran at the same time.",
+            f"jobs' durations ({ours['bound_concurrency']:.0f} s). The three variants ran at the same time"
+            + (f"; every API answer held back {latency:g} API seconds." if latency else "."),
+            "",
+            table(rows),
+        ]
+    )
+
+
+def report_latency(results: dict[tuple[str, float], Figures], time_scale: float) -> str:
+    keys = sorted(results, key=lambda key: (key[0] != "a", key[1]))
+    names = {"a": "send-paced", "answered": "answer-paced"}
+    target = results[("a", max(LATENCIES))]
+
+    def ratio(result: Figures) -> float:
+        return result["makespan"] / max(result["bound_rate"], result["bound_concurrency"])
+
+    def makespan(result: Figures) -> str:
+        figure = f"{result['makespan']:.0f} s ({ratio(result):.2f}x)"
+        return figure if result["detected"] == BURST_JOBS else f"{figure}, {result['detected']} done"
+
+    within = target["detected"] == BURST_JOBS and ratio(target) <= 1.05
+    rows = [
+        ["", *(f"{names[variant]}, {latency:g} s" for variant, latency in keys), "target", ""],
+        [
+            "makespan (x lower bound)",
+            *(makespan(results[key]) for key in keys),
+            f"<= 1.05x (send-paced, {max(LATENCIES):g} s)",
+            verdict(within),
+        ],
+        ["API requests per job", *(f"{results[key]['requests'] / BURST_JOBS:.2f}" for key in keys), "", ""],
+        [
+            "429 responses",
+            *(str(results[key]["rate_limited"]) for key in keys),
+            "0",
+            verdict(not target["rate_limited"]),
+        ],
+        ["detection latency p50", *(secs(quantile(results[key]["latencies"], 0.5)) for key in keys), "", ""],
+    ]
+    return "\n".join(
+        [
+            "### latency: the burst's (a) at "
+            + ", ".join(f"{value:g}" for value in LATENCIES)
+            + " s of API latency",
+            "",
+            f"Latency in API seconds: the emulator holds every API answer back by latency x time scale "
+            f"({time_scale:.3g}) real seconds. Send-paced: today's limiter, a request one spacing (the "
+            f"interval, {MARGIN_SHARE:.0%} and {MARGIN_MIN * 1000:g} real ms) after the previous one was "
+            "sent. Answer-paced: the rule it replaced "
+            "(5654e70), a request one interval after the previous one was answered, re-added in the "
+            "benchmark on today's code (`AnsweredPacing`). The six ran at the same time.",
             "",
             table(rows),
         ]
@@ -651,38 +625,56 @@ def report_airflow(result: Figures, time_scale: float, pool: int) -> str:
 
 
 CHILDREN: dict[str, Callable[[argparse.Namespace], Awaitable[Figures]]] = {
-    "burst": lambda args: run_burst(args.variant, args.time_scale),
+    "burst": lambda args: run_burst(args.variant, args.time_scale, args.latency),
     "single": lambda args: run_single(args.time_scale),
     "scale": lambda args: run_scale(args.time_scale, args.triggers, args.seconds),
+    "hosts": lambda args: run_hosts(args.hosts, args.backend, args.time_scale, args.outage),
+    "host": lambda args: run_host(args.host, args.hosts, args.time_scale, args.folder, args.out),
     "airflow": lambda args: run_airflow(args.time_scale, args.pool),
 }
+SCENARIOS = ("burst", "latency", "single", "scale", "hosts", "outage", "airflow")
 
 
-def measure(folder: Path, scenario: str, **options: Any) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start one measurement in a process of its own: the process, and the file its figures go to."""
-    out = folder / ("-".join([scenario, *map(str, options.values())]) + ".json")
-    command = [sys.executable, __file__, "--child", scenario, "--out", str(out)]
-    for name, value in options.items():
-        command += [f"--{name.replace('_', '-')}", str(value)]
-    with (folder / "children.log").open("ab") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), out
-
-
-def collect(measurement: tuple[subprocess.Popen[bytes], Path]) -> Figures:
-    process, out = measurement
-    if process.wait() != 0 or not out.exists():
-        sys.exit("a measurement failed:\n" + (out.parent / "children.log").read_text()[-3000:])
-    return json.loads(out.read_text())
-
-
-def machine() -> str:
-    from importlib.metadata import version
-
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (
-        f"{os.cpu_count()} CPUs ({platform.machine()}), load average {load} at the start, "
-        f"{psutil.virtual_memory().total / 2**30:.0f} GB; Python {platform.python_version()}, "
-        f"apache-airflow {version('apache-airflow')}"
+def run(scenario: str, folder: Path, args: argparse.Namespace) -> str:
+    """One scenario's measurements, each in a process of its own, and its report."""
+    if scenario == "burst":
+        scale = args.time_scale or 1 / 6
+        options = {"time_scale": scale, "latency": args.latency}
+        running = {v: measure(folder, "burst", variant=v, **options) for v in "abc"}
+        return report_burst({variant: collect(run) for variant, run in running.items()}, scale, args.latency)
+    if scenario == "latency":
+        scale = args.time_scale or SCALE_PACED
+        keys = [(variant, latency) for variant in ("a", "answered") for latency in LATENCIES]
+        running = {
+            (variant, latency): measure(folder, "burst", variant=variant, time_scale=scale, latency=latency)
+            for variant, latency in keys
+        }
+        return report_latency({key: collect(run) for key, run in running.items()}, scale)
+    if scenario == "single":
+        scale = args.time_scale or 1 / 6
+        return report_single(collect(measure(folder, "single", time_scale=scale)), scale)
+    if scenario == "scale":
+        scale = args.time_scale or 0.1
+        options = {"time_scale": scale, "triggers": args.triggers, "seconds": args.seconds}
+        return report_scale(collect(measure(folder, "scale", **options)), scale)
+    if scenario == "hosts":
+        scale = args.time_scale or SCALE_PACED
+        results = {}
+        for hosts in (1, 2, 4):  # the two backends of one host count at a time
+            running = {
+                backend: measure(folder, "hosts", hosts=hosts, backend=backend, time_scale=scale, outage=0)
+                for backend in ("file", "redis")
+            }
+            results.update({(hosts, backend): collect(run) for backend, run in running.items()})
+            print(f"<!-- hosts: {hosts} done, load average {load()} -->", flush=True)
+        return report_hosts(results, scale)
+    if scenario == "outage":
+        scale = args.time_scale or SCALE_PACED
+        options = {"hosts": 2, "backend": "redis", "time_scale": scale, "outage": OUTAGE_FOR}
+        return report_outage(collect(measure(folder, "hosts", **options)), scale)
+    scale = args.time_scale or 0.1
+    return report_airflow(
+        collect(measure(folder, "airflow", time_scale=scale, pool=args.pool)), scale, args.pool
     )
 
 
@@ -691,48 +683,40 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "scenarios", nargs="*", help="burst, single, scale, airflow (default: the first three)"
+        "scenarios", nargs="*", help=f"{', '.join(SCENARIOS)} (default: burst, single, scale)"
     )
     parser.add_argument(
         "--time-scale", type=float, help="real seconds per API second (default: per scenario)"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="burst: API seconds every API answer is held back"
     )
     parser.add_argument("--triggers", type=int, default=2000, help="scale: how many triggers wait")
     parser.add_argument("--seconds", type=float, default=20.0, help="scale: how long they wait (real)")
     parser.add_argument(
         "--pool", type=int, default=0, help="airflow: slots of the default pool, deferred tasks counted"
     )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    for hidden in ("--child", "--variant", "--backend"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    for hidden in ("--hosts", "--host"):
+        parser.add_argument(hidden, type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--outage", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         args.out.write_text(json.dumps(asyncio.run(CHILDREN[args.child](args))))
         return
-    if set(args.scenarios) - set(CHILDREN):
-        parser.error(f"scenarios are {', '.join(CHILDREN)}")
+    if set(args.scenarios) - set(SCENARIOS):
+        parser.error(f"scenarios are {', '.join(SCENARIOS)}")
 
     print(f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/waiting.py', *sys.argv[1:]])}`")
     print(f"Machine: {machine()}; {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.")
     print()
     with tempfile.TemporaryDirectory(prefix="nextleg-benchmark-") as work:
-        folder = Path(work)
         for scenario in args.scenarios or ["burst", "single", "scale"]:
-            if scenario == "burst":
-                scale = args.time_scale or 1 / 6
-                running = {v: measure(folder, "burst", variant=v, time_scale=scale) for v in "abc"}
-                print(report_burst({variant: collect(run) for variant, run in running.items()}, scale))
-            elif scenario == "single":
-                scale = args.time_scale or 1 / 6
-                print(report_single(collect(measure(folder, "single", time_scale=scale)), scale))
-            elif scenario == "scale":
-                scale = args.time_scale or 0.1
-                options = {"time_scale": scale, "triggers": args.triggers, "seconds": args.seconds}
-                print(report_scale(collect(measure(folder, "scale", **options)), scale))
-            else:
-                scale = args.time_scale or 0.1
-                result = collect(measure(folder, "airflow", time_scale=scale, pool=args.pool))
-                print(report_airflow(result, scale, args.pool))
-            print(flush=True)
+            print(run(scenario, Path(work), args))
+            print(f"\n<!-- {scenario} done, load average {load()} -->\n", flush=True)
 
 
 if __name__ == "__main__":
