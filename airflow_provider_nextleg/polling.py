@@ -288,17 +288,18 @@ class PollScheduler:
         sent, answered_at = time.monotonic(), time.time()
         answer: Message | Exception
         try:
-            answer = await self.session.send(
-                calls.message(watch.message_id, watch.expire_mins, watch.route_id), slot
-            )
-        except Exception as exc:  # the watchers' business: a transient error delays, any other ends the wait
-            answer = exc
-        finally:
+            try:
+                answer = await self.session.send(
+                    calls.message(watch.message_id, watch.expire_mins, watch.route_id), slot
+                )
+            except Exception as exc:  # the watchers' business: a transient error delays, any other ends it
+                answer = exc
+            if isinstance(answer, Message):
+                await self.limiter.ashare(watch.message_id, _encoded(answer, answered_at))
+            self._take(watch, sent, answer, answered_at=answered_at)
+        finally:  # in flight until its answer is shared and planned: no second turn booked on its lease
             watch.in_flight = False
             self._wake.set()
-        if isinstance(answer, Message):
-            await self.limiter.ashare(watch.message_id, _encoded(answer, answered_at))
-        self._take(watch, sent, answer, answered_at=answered_at)
 
     def _take(self, watch: _Watch, sent: float, answer: Message | Exception, *, answered_at: float) -> None:
         """What a poll sent at ``sent`` (or another process's, at ``answered_at``) answered: to the job's
