@@ -55,9 +55,9 @@ MARGIN_STEP = 0.05
 MARGIN_CAP = 0.5
 """Largest learned margin, in seconds."""
 DECAY_AFTER = 200
+"""Bookings without a 429 after which the learned margin halves."""
 REBOOKINGS = 3
 """Most turns a request books anew after waking too late for one (a starved process sends after that)."""
-"""Bookings without a 429 after which the learned margin halves."""
 
 
 class Slot:
@@ -256,6 +256,11 @@ class HostRateLimiter(RateLimiter):
         with self._current():
             return self._margin
 
+    def next_turn_in(self) -> float:
+        """Seconds until this host's next free turn (0: now), as its own pacing stands."""
+        with self._current() as now:
+            return max(self._next_free, self._quiet_until, now) - now
+
     def follow(self, due: float) -> None:
         """
         Note a request this host sent on a turn booked elsewhere (in Redis), so that, should this limiter
@@ -333,7 +338,7 @@ class Reconnect:
     """
 
     def __init__(
-        self, conn_id: str, *, retry_every: float = 5.0, clock: Callable[[], float] = time.monotonic
+        self, conn_id: str, *, retry_every: float = 1.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.conn_id = conn_id
         self.retry_every = retry_every
@@ -413,7 +418,7 @@ class SharedRateLimiter(RateLimiter):
         """Book the next turn in Redis, or on the host while Redis does not answer."""
         if self.reconnect.should_try():
             try:
-                wait = self.budget.book(self.spacing)
+                wait = self.budget.book(self.spacing, not_before=self._rejoining())
             except BudgetUnavailable as exc:
                 self.reconnect.failed(exc)
             else:
@@ -425,7 +430,7 @@ class SharedRateLimiter(RateLimiter):
         """The async face of :meth:`book`."""
         if self.reconnect.should_try():
             try:
-                wait = await self.budget.abook(self.spacing)
+                wait = await self.budget.abook(self.spacing, not_before=self._rejoining())
             except BudgetUnavailable as exc:
                 self.reconnect.failed(exc)
             else:
@@ -438,7 +443,9 @@ class SharedRateLimiter(RateLimiter):
         needs no confirmation: a 429 on a poll loses nothing but the poll), or neither."""
         if self.reconnect.should_try():
             try:
-                booking = await self.budget.abook_poll(message_id, self.spacing, lease)
+                booking = await self.budget.abook_poll(
+                    message_id, self.spacing, lease, not_before=self._rejoining()
+                )
             except BudgetUnavailable as exc:
                 self.reconnect.failed(exc)
             else:
@@ -491,6 +498,14 @@ class SharedRateLimiter(RateLimiter):
                 await self.budget.ahold(seconds)
             except BudgetUnavailable as exc:
                 self.reconnect.failed(exc)
+
+    def _rejoining(self) -> float:
+        """
+        Back from an outage, the earliest a Redis turn may be: this host's own next turn, for it paced
+        alone meanwhile and Redis (perhaps restarted empty) has not seen those requests. 0 otherwise:
+        the host follows Redis then, and its own margin may be older than the one in Redis.
+        """
+        return self.host.next_turn_in() if self.reconnect.down else 0.0
 
     def _booked(self, due: float, *, confirmed: bool = False) -> Slot:
         """A slot booked in Redis, which the host limiter follows (see :meth:`HostRateLimiter.follow`)."""

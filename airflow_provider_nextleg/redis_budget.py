@@ -85,14 +85,14 @@ local function save(idle_ttl_ms)
 end
 """
 _BOOKING = """
-local function book(interval, decay_after)
+local function book(interval, decay_after, floor)
   clean = clean + 1
   if clean >= decay_after then
     margin = math.floor(margin / 2)
     if margin < 1000 then margin = 0 end
     clean = 0
   end
-  local slot = math.max(now, next_free, hold_until)
+  local slot = math.max(now + floor, next_free, hold_until)
   next_free = slot + interval + margin
   return slot - now
 end
@@ -103,11 +103,12 @@ _BOOK_AND_SAVE = (
     + _SAVE
     + _BOOKING
     + """
-local wait = book(tonumber(ARGV[1]), tonumber(ARGV[3]))
+local wait = book(tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4]))
 save(tonumber(ARGV[2]))
 """
 )
-# KEYS[1] the pacing hash; ARGV: interval (us), idle TTL (ms), bookings before the margin halves.
+# KEYS[1] the pacing hash; ARGV: interval (us), idle TTL (ms), bookings before the margin halves, and
+# the earliest slot the caller may take (us from now: a host rejoining after an outage, its own next turn).
 _BOOK = _PRELUDE + _BOOK_AND_SAVE + "return wait\n"
 # The same arguments as _BOOK: 0 (send now) unless a hold covers now, then a new slot's wait.
 _CONFIRM = _BOOK.replace(
@@ -146,7 +147,7 @@ _BOOK_POLL = (
     + """
 local answer = redis.call('GET', KEYS[2])
 if answer then return {-1, answer} end
-if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return {-2} end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then return {-2} end
 """
     + _BOOK_AND_SAVE
     + "return {wait}\n"
@@ -260,21 +261,24 @@ class RedisBudget:
 
     # --- pacing ----------------------------------------------------------------------------------------
 
-    def book(self, interval: float) -> float:
+    def book(self, interval: float, *, not_before: float = 0.0) -> float:
         """
         Book the account's next send slot: seconds from now until it (0: send now). One round trip.
 
-        The slot is the latest of now, the previous booking's slot plus ``interval`` plus the margin, and
-        the end of any hold.
+        The slot is the latest of now plus ``not_before``, the previous booking's slot plus ``interval``
+        plus the margin, and the end of any hold.
 
         :param interval: seconds between two requests of the account (``rate_limit_interval``).
+        :param not_before: seconds from now before which the slot may not be: a host rejoining after an
+            outage passes its own next turn, so that Redis, perhaps restarted empty, does not book a
+            request right after the last one the host sent alone.
         :raises BudgetUnavailable: Redis did not answer.
         """
-        return self._run(self._booking("book", interval))
+        return self._run(self._booking("book", interval, not_before))
 
-    async def abook(self, interval: float) -> float:
+    async def abook(self, interval: float, *, not_before: float = 0.0) -> float:
         """The async twin of :meth:`book`."""
-        return await self._arun(self._booking("book", interval))
+        return await self._arun(self._booking("book", interval, not_before))
 
     def confirm(self, interval: float) -> float:
         """
@@ -314,7 +318,9 @@ class RedisBudget:
 
     # --- answers shared for a moment, and poll leases ---------------------------------------------------
 
-    def book_poll(self, message_id: str, interval: float, lease_ttl: float) -> PollBooking:
+    def book_poll(
+        self, message_id: str, interval: float, lease_ttl: float, *, not_before: float = 0.0
+    ) -> PollBooking:
         """
         Before polling ``message_id``, in one round trip: the answer another process shared, or else the
         poll lease and a send slot (as :meth:`book`), or else nothing (another process is polling it).
@@ -325,12 +331,15 @@ class RedisBudget:
         :param message_id: the NextLeg message id.
         :param interval: as for :meth:`book`.
         :param lease_ttl: seconds the lease lasts at most (the poll's timeout; :meth:`remember` ends it).
+        :param not_before: as for :meth:`book`.
         """
-        return self._run(self._book_poll(message_id, interval, lease_ttl))
+        return self._run(self._book_poll(message_id, interval, lease_ttl, not_before))
 
-    async def abook_poll(self, message_id: str, interval: float, lease_ttl: float) -> PollBooking:
+    async def abook_poll(
+        self, message_id: str, interval: float, lease_ttl: float, *, not_before: float = 0.0
+    ) -> PollBooking:
         """The async twin of :meth:`book_poll`."""
-        return await self._arun(self._book_poll(message_id, interval, lease_ttl))
+        return await self._arun(self._book_poll(message_id, interval, lease_ttl, not_before))
 
     def remember(self, message_id: str, payload: str, ttl_seconds: float) -> None:
         """
@@ -426,26 +435,29 @@ class RedisBudget:
             script = await self._ascript(call.script)
             return call.read(await script(keys=call.keys, args=call.args))
 
-    def _booking(self, script: str, interval: float) -> _Call[float]:
-        """``book`` or ``confirm``: the pacing hash; the interval, the idle TTL, the decay."""
-        return _Call(script, [self._pace_key], self._book_args(interval), self._seconds)
+    def _booking(self, script: str, interval: float, not_before: float = 0.0) -> _Call[float]:
+        """``book`` or ``confirm``: the pacing hash; the interval, the idle TTL, the decay, the floor."""
+        return _Call(script, [self._pace_key], self._book_args(interval, not_before), self._seconds)
 
     def _hold(self, seconds: float) -> _Call[float]:
         step, cap = round(self.margin_step * _US), round(self.margin_cap * _US)
         args = [round(max(seconds, 0.0) * _US), _ms(self.idle_ttl), step, cap]
         return _Call("hold", [self._pace_key], args, self._seconds)
 
-    def _book_poll(self, message_id: str, interval: float, lease_ttl: float) -> _Call[PollBooking]:
+    def _book_poll(
+        self, message_id: str, interval: float, lease_ttl: float, not_before: float
+    ) -> _Call[PollBooking]:
         keys = [self._pace_key, self._answer_key(message_id), self._poll_key(message_id)]
-        args = [*self._book_args(interval), _ms(lease_ttl)]
+        args = [*self._book_args(interval, not_before), _ms(lease_ttl)]
         return _Call("book_poll", keys, args, self._poll_booking)
 
     def _remember(self, message_id: str, payload: str, ttl_seconds: float) -> _Call[None]:
         keys = [self._answer_key(message_id), self._poll_key(message_id)]
         return _Call("remember", keys, [payload, _ms(ttl_seconds)], _ignore)
 
-    def _book_args(self, interval: float) -> list[int]:
-        return [round(max(interval, 0.0) * _US), _ms(self.idle_ttl), self.decay_after]
+    def _book_args(self, interval: float, not_before: float = 0.0) -> list[int]:
+        floor = round(max(not_before, 0.0) * _US)
+        return [round(max(interval, 0.0) * _US), _ms(self.idle_ttl), self.decay_after, floor]
 
     @classmethod
     def _poll_booking(cls, result: list[Any]) -> PollBooking:

@@ -474,6 +474,32 @@ class TestRoundTrips:
         assert calls["evalsha"] == 10 * 2 + 10
         assert set(calls) == {"evalsha", "get", "set", "del", "time", "hmget", "hset", "pexpire"}
 
+    @pytest.mark.parametrize("face", ["sync", "async"])
+    def test_a_new_connection_costs_no_handshake(self, redis_conn_id: str, redis_server, face: str):
+        """Every Airflow task is a new process with a new connection: its first booking is its only
+        round trip besides the ``SELECT`` of its database (no ``CLIENT SETINFO``, the scripts already
+        loaded on the server)."""
+        new_budget(redis_conn_id).book(0.0)  # the scripts loaded on this server
+        redis_server.command("CONFIG", "RESETSTAT")
+        fresh = new_budget(redis_conn_id)
+        if face == "sync":
+            fresh.book(0.0)
+        else:
+
+            async def book_and_close() -> None:
+                await fresh.abook(0.0)
+                await fresh.aclose()
+
+            asyncio.run(book_and_close())
+        assert commands_since_reset(redis_server) == {
+            "select": 1,
+            "evalsha": 1,
+            "time": 1,
+            "hmget": 1,
+            "hset": 1,
+            "pexpire": 1,
+        }
+
     async def test_the_async_face_too(self, budget: RedisBudget, redis_server: RedisServer):
         await budget.abook(0.0)
         redis_server.command("CONFIG", "RESETSTAT")
@@ -566,6 +592,36 @@ class TestFailures:
         own_redis.restart()  # no persistence: the state and the scripts are gone
         waits = [budget.book(0.2) for _ in range(3)]  # NOSCRIPT, then reloaded on the fly
         assert waits == pytest.approx([0.0, 0.2, 0.4], abs=0.02)
+
+
+class TestRejoining:
+    """A host back from an outage books its first shared turn no sooner than its own next one."""
+
+    def test_a_floor_delays_the_slot_it_books(self, budget: RedisBudget):
+        assert budget.book(0.2, not_before=0.5) == pytest.approx(0.5, abs=0.02)
+        assert budget.book(0.2) == pytest.approx(0.7, abs=0.02)  # the next one follows it
+        assert budget.book(0.2, not_before=0.1) == pytest.approx(0.9, abs=0.02)  # a floor never hastens
+
+    @pytest.mark.parametrize("face", ["sync", "async"])
+    def test_a_restarted_redis_does_not_book_over_the_hosts_own_sends(
+        self, monkeypatch: pytest.MonkeyPatch, own_redis: RedisServer, face: str
+    ):
+        interval = 0.4
+        budget = new_budget(use_connection(monkeypatch, own_redis))
+        limiter = ratelimit.SharedRateLimiter(interval, budget, ratelimit.HostRateLimiter(interval))
+        limiter.reconnect = Reconnect(CONN_ID, retry_every=0.0)
+        book = limiter.book if face == "sync" else lambda: asyncio.run(limiter.abook())
+        book()
+        own_redis.stop()
+        alone = book()  # on the host, after the turn booked in Redis
+        assert limiter.reconnect.down
+        own_redis.start()  # empty: Redis knows nothing of the host's latest turn
+        rejoined = book()
+        assert not limiter.reconnect.down
+        assert rejoined.due - alone.due >= limiter.spacing - TOLERANCE
+        assert book().due - rejoined.due >= limiter.spacing - TOLERANCE  # and Redis paces from there
+        if face == "async":
+            asyncio.run(budget.aclose())
 
 
 class TestSecrecy:
