@@ -145,5 +145,8 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "NextLeg", "python-modules": ["airflow_provider_nextleg.triggers.nextleg"]}
         ],
-        "extra-links": ["airflow_provider_nextleg.operators.nextleg.NextLegImageLink"],
+        "extra-links": [
+            "airflow_provider_nextleg.operators.links.NextLegImageLink",
+            "airflow_provider_nextleg.operators.links.SavedImagesLink",
+        ],
     }

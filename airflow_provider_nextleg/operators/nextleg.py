@@ -29,11 +29,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
-from airflow.sdk import BaseOperator, BaseOperatorLink, ObjectStoragePath
+from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_provider_nextleg import validation
 from airflow_provider_nextleg.exceptions import NextLegInputError, NextLegJobFailedError, read_result
@@ -41,13 +41,9 @@ from airflow_provider_nextleg.hooks import calls
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 from airflow_provider_nextleg.hooks.transport import ApiCall
 from airflow_provider_nextleg.models import JobResult, MessageStatus, SubmitResult, TaskIdentity, job_ref
+from airflow_provider_nextleg.operators import links
 from airflow_provider_nextleg.operators.job_state import JobState, fingerprint
-from airflow_provider_nextleg.triggers.nextleg import (
-    NextLegMessageTrigger,
-    job_result,
-    read_event,
-    wait_in_process,
-)
+from airflow_provider_nextleg.triggers.nextleg import NextLegMessageTrigger, job_result, read_event
 from airflow_provider_nextleg.webhooks.config import WebhookConfig
 from airflow_provider_nextleg.webhooks.tokens import new_job_key
 
@@ -100,25 +96,6 @@ def task_instance_identity(context: Context) -> TaskIdentity:
     }
 
 
-class NextLegImageLink(BaseOperatorLink):
-    """Opens the finished job's image (the grid, or the upscale) from the task in the Airflow UI."""
-
-    name = "NextLeg image"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
-        """
-        The image of the job this try finished; empty before that, and for a job with no image.
-
-        Airflow calls this on the worker after every try, with the operator that ran it, and keeps the
-        answer as the link's own XCom, which the UI reads. So the URL is taken from the operator: an XCom
-        of it would be missing after every try that failed before its job finished, and Airflow logs each
-        read of a missing XCom at ERROR ("XCom not found").
-
-        ``ti_key`` is a ``TaskInstanceKey``, whose module moved between Airflow 3.1 and 3.3.
-        """
-        return getattr(operator, "image_url", None) or ""
-
-
 class NextLegJobOperator(BaseOperator):
     """
     Base of the operators that start one NextLeg job and wait for its result.
@@ -155,10 +132,12 @@ class NextLegJobOperator(BaseOperator):
         so a restarted triggerer does not restart the clock.
     :param expire_mins: minutes after which NextLeg reports an unfinished job incomplete; ``None``
         takes the connection's (12 by default).
+    :param map_index_template: what a mapped task shows in the UI instead of its index; by default its
+        prompt or button (:meth:`map_index_label`). Your own template replaces it; ``""`` shows the index.
     """
 
     template_fields: Sequence[str] = ("nextleg_conn_id", "ref", "webhook_override")
-    operator_extra_links = (NextLegImageLink(),)
+    operator_extra_links = (links.NextLegImageLink(),)
     ui_color = "#f2e6ff"
 
     def __init__(
@@ -174,9 +153,10 @@ class NextLegJobOperator(BaseOperator):
         poll_interval: float | None = None,
         wait_timeout: timedelta | float | None = timedelta(hours=1),
         expire_mins: int | None = None,
+        map_index_template: str | None = links.MAP_INDEX_TEMPLATE,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(map_index_template=map_index_template, **kwargs)
         self.nextleg_conn_id = nextleg_conn_id
         self.ref = ref
         self.webhook_override = webhook_override
@@ -198,7 +178,9 @@ class NextLegJobOperator(BaseOperator):
         self.wait_timeout = validation.check_seconds(wait_timeout, name="wait_timeout", positive=True)
         self.expire_mins = None if expire_mins is None else validation.check_expire_mins(expire_mins)
         self.image_url: str | None = None
-        """The image of the job this try finished, for :class:`NextLegImageLink`."""
+        """The image of the job this try finished, for :class:`~.links.NextLegImageLink`."""
+        self.progress_image_url: str | None = None
+        """The latest progress image of this try's job that the worker saw, for the link."""
         self.message_id: str | None = None
         """The job this try submitted or resumed, for :meth:`on_kill`."""
 
@@ -232,7 +214,15 @@ class NextLegJobOperator(BaseOperator):
         then the task keeps its job when it succeeds, and a clear returns that result."""
         return False
 
+    def map_index_label(self) -> str:
+        """What a mapped task shows in the UI (:data:`.links.MAP_INDEX_TEMPLATE`); empty: its index."""
+        return ""
+
     # --- the job's life ----------------------------------------------------------------------------
+
+    def pre_execute(self, context: Any) -> None:
+        """A mapped task's default label, where Airflow's ``partial()`` left none (see :mod:`.links`)."""
+        links.label_mapped_task(context)
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Check, then resume this task's job if an earlier try left one, or submit a new one; then wait."""
@@ -314,9 +304,10 @@ class NextLegJobOperator(BaseOperator):
         self, context: Context, message_id: str, route_id: str | None, job_key: str | None
     ) -> dict[str, Any]:
         trigger = self._trigger(context, message_id, route_id, job_key)
+        show = partial(links.show_progress_image, self, context["ti"])
         if not self.deferrable:
             self.log.info("Waiting for NextLeg job %s on this worker.", message_id)
-            return self.execute_complete(context, asyncio.run(wait_in_process(trigger)))
+            return self.execute_complete(context, asyncio.run(links.wait_showing_progress(trigger, show)))
         worker_wait = self.worker_wait
         if worker_wait is None:
             worker_wait = QUICK_JOB_WORKER_WAIT if self.answers_quickly() else IMAGE_JOB_WORKER_WAIT
@@ -326,7 +317,7 @@ class NextLegJobOperator(BaseOperator):
                 worker_wait,
                 message_id,
             )
-            event = asyncio.run(wait_in_process(trigger, within=worker_wait))
+            event = asyncio.run(links.wait_showing_progress(trigger, show, within=worker_wait))
             if event is not None:
                 return self.execute_complete(context, event)
         self.log.info("Waiting for NextLeg job %s in the triggerer.", message_id)
@@ -396,6 +387,10 @@ class ImagineOperator(NextLegJobOperator):
     def build_call(self, ref: str, webhook_override: str | None) -> ApiCall[SubmitResult]:
         """The imagine call: a prompt with words, within Discord's length, its documented flags valid."""
         return calls.imagine(self.prompt, ref, webhook_override, self.ignore_prefilter)
+
+    def map_index_label(self) -> str:
+        """The prompt, shortened."""
+        return links.shortened(self.prompt)
 
 
 class ButtonOperator(NextLegJobOperator):
@@ -493,6 +488,10 @@ class ButtonOperator(NextLegJobOperator):
                 "for the seed). Nothing was sent to NextLeg.",
             )
         return button_message_id
+
+    def map_index_label(self) -> str:
+        """The button and what it is pressed on: ``U2 of <the upstream prompt>``, or of its message id."""
+        return f"{self.button} of {links.result_label(self.message)}"
 
     def answers_quickly(self) -> bool:
         """``✉️`` and ``❤️ Favorite`` answer at once; the other buttons draw."""

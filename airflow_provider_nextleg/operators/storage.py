@@ -17,6 +17,7 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_nextleg.exceptions import NextLegInputError
 from airflow_provider_nextleg.hooks.nextleg import NextLegHook
+from airflow_provider_nextleg.operators.links import SavedImagesLink, browsable_url
 from airflow_provider_nextleg.operators.nextleg import task_instance_identity
 from airflow_provider_nextleg.storage import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, save_job_images
 
@@ -63,6 +64,11 @@ class SaveImagesOperator(BaseOperator):
     (URIs), so a downstream DAG scheduled on the Asset can open the manifest
     (:meth:`~airflow_provider_nextleg.storage.Manifest.load`). Returns the same small dict as XCom.
 
+    Once saved, the task's extra link "Saved images" opens the manifest where the storage has a page
+    for it: the S3 console for ``s3://``, the Cloud console for ``gs://`` (see
+    :func:`~airflow_provider_nextleg.operators.links.browsable_url`). A local folder (``file://``) and
+    other stores get no link: a browser does not open ``file://`` links from the Airflow UI.
+
     :param result: the finished job's result (an ImagineOperator's or ButtonOperator's ``output``).
     :param destination: the folder (templated), e.g. ``file:///data/nextleg/{{ ds }}/{{ run_id }}/``
         or ``s3://aws_default@bucket/nextleg/{{ run_id }}/``; the connection id before ``@`` authenticates.
@@ -76,6 +82,7 @@ class SaveImagesOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("result", "destination", "button")
+    operator_extra_links = (SavedImagesLink(),)
     ui_color = "#e6f7ff"
 
     def __init__(
@@ -98,6 +105,8 @@ class SaveImagesOperator(BaseOperator):
         self.button = button
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.saved_url: str | None = None
+        """Where a person opens the manifest this try saved, for :class:`SavedImagesLink`."""
 
     @cached_property
     def hook(self) -> NextLegHook:
@@ -115,6 +124,7 @@ class SaveImagesOperator(BaseOperator):
             max_bytes=self.max_bytes,
             timeout=self.timeout,
         )
+        self.saved_url = browsable_url(ObjectStoragePath(manifest.path))
         summary: dict[str, Any] = {
             "message_id": manifest.message_id,
             "manifest": manifest.path,
