@@ -19,10 +19,10 @@ from what the operator learned during the try; the NextLeg API is never called f
 ``progressImageUrl`` of the message while its progress is below 100), and at the result once it is done.
 It is the latest image *the worker saw*: while the worker waits (a non-deferrable wait, and a deferrable
 task's first seconds, ``worker_wait``), :func:`wait_showing_progress` updates the link's XCom at each new
-progress image, from the polls the wait makes anyway (not one request more). A deferred task's trigger
-cannot update it, so while the job waits in the triggerer the link keeps the last image the worker saw
-(often none: a job rarely shows a preview within its first 5 s), until the task resumes with the result.
-A job completing by webhook is not polled, so it shows no progress image either.
+progress image, from the polls the wait makes anyway (not one request more). The trigger writes no link:
+while the job waits in the triggerer the link keeps the last image the worker saw (often none: a job
+rarely shows a preview within its first 5 s), until the task resumes with the result. A job completing
+by webhook is not polled, so it shows no progress image either.
 """
 
 from __future__ import annotations
