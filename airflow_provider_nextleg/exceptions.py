@@ -3,8 +3,10 @@
 Every error derives from :class:`NextLegError` (an ``AirflowException``). Errors that no retry can mend
 (a refused token, a request the service rejects, bad local input, a job Midjourney refused for good)
 also derive from ``AirflowFailException``, so Airflow fails the task at once instead of spending its
-retries on them. Each message names the endpoint, the HTTP status, the message id where there is one,
-a short excerpt of the response body, and what to do next; the API token never appears in any of them.
+retries on them; so do those where a retry would pay for a second job without looking for the first (a
+submission whose fate is unknown, a job whose message id could not be kept). Each message names the
+endpoint, the HTTP status, the message id where there is one, a short excerpt of the response body, and
+what to do next; the API token never appears in any of them.
 An error met in the triggerer reaches the task whole, of the same class and with the same message
 (:func:`error_to_payload`, :func:`error_from_payload`).
 """
@@ -157,14 +159,15 @@ class NextLegConnectionError(NextLegError):
     advice = "Check the connection's base URL and that the service is reachable from this worker."
 
 
-class NextLegSubmissionUncertainError(NextLegError):
+class NextLegSubmissionUncertainError(NextLegError, AirflowFailException):
     """
     A job-starting request may or may not have created a job, so it was not resent.
 
     Raised for a read timeout, a connection dropped after the request was sent, or a 5xx answer to a
-    submission (imagine, button, describe, blend, info, settings, slash command). Resending could start
-    a second paid job; the hook leaves that decision to the caller. If the job was created, its result
-    and its webhook delivery carry the request's ``ref``.
+    submission (imagine, button, describe, blend, info, settings, slash command). Terminal: the API finds
+    a job only by the message id this answer did not bring, so a task retry could not look for the job
+    first and would submit (and pay for) a second one. Resending is left to a person, who clears the task.
+    If the job was created, its result and its webhook delivery carry the request's ``ref``.
 
     :param ref: the ``ref`` sent with the request, if any.
     """
@@ -174,16 +177,17 @@ class NextLegSubmissionUncertainError(NextLegError):
     def __init__(self, problem: str, *, ref: str | None = None, **kwargs) -> None:
         self.ref = ref
         find = (
-            f"if it was, its result and webhook carry ref={ref!r}."
+            f"If it was created, its result carries ref={ref!r}, and so does its webhook if the account "
+            "has one."
             if ref
-            else "no ref was sent, so only its webhook delivery or the account's history can show it; "
-            "pass a ref to make jobs findable."
+            else "No ref was sent, so if it was created only its webhook, if the account has one, can "
+            "show it; pass a ref to make jobs recognisable."
         )
         kwargs.setdefault(
             "advice",
-            "The job may or may not have been created, so the request was not resent; "
-            f"{find} Retrying the task submits the request again, "
-            "which starts a second paid job if the first one was created.",
+            "The job may or may not have been created, so the request was not resent and the task fails "
+            f"without retrying. {find} To submit it again anyway, paying again if the first one was "
+            "created, clear the task.",
         )
         super().__init__(problem, **kwargs)
 

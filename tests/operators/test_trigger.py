@@ -275,6 +275,7 @@ class TestErrorPayload:
     def test_round_trip_keeps_the_class_and_the_message(self, error: NextLegError):
         payload = json.loads(json.dumps(error_to_payload(error)))
         again = error_from_payload(payload)
+        assert payload["terminal"] is isinstance(error, AirflowFailException)
         assert type(again) is type(error)
         assert str(again) == str(error)
         assert vars(again) == vars(error)
