@@ -8,6 +8,7 @@ tables with :func:`table` and :func:`verdict`.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import platform
@@ -76,6 +77,39 @@ def emulator(time_scale: float, *flags: str) -> Iterator[EmulatorAdmin]:
         process.wait(timeout=10)
 
 
+@contextmanager
+def webhook_receiver(inbox_temp: Path) -> Iterator[str]:
+    """
+    A ``nextleg-webhook-receiver`` process on a free port of 127.0.0.1, reading the connections of this
+    process's environment (set them first); its URL, the connections' ``webhook_url``.
+
+    :param inbox_temp: its ``TMPDIR``, under which its local inbox is (the waiters' must be the same).
+
+    It has looked up ``nextleg_default`` once (a forged webhook, refused) before it is handed over: its
+    first lookup imports Airflow, seconds that would otherwise delay the burst's first webhook.
+    """
+    command = shutil.which("nextleg-webhook-receiver", path=str(Path(sys.executable).parent))
+    process = subprocess.Popen(
+        [command or "nextleg-webhook-receiver", "--port", "0", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(inbox_temp)},
+    )
+    assert process.stdout is not None
+    try:
+        url = process.stdout.readline().split()[-1]
+        forged = f"{url}/webhook/nextleg_default/{'k' * 24}?token={'A' * 43}"
+        for _ in range(500):
+            with suppress(httpx.TransportError):
+                if httpx.post(forged, json={}, timeout=30, trust_env=False).status_code == 403:
+                    break
+            time.sleep(0.01)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def job_flags(queue: int = 100, latency: float = 0.0, time_scale: float = 1.0) -> tuple[str, ...]:
     """
     Fast jobs of 30 to 75 s on an account running 12 at once, drawn from one seed in every run.
@@ -90,13 +124,16 @@ def job_flags(queue: int = 100, latency: float = 0.0, time_scale: float = 1.0) -
     return (*flags, "--latency", str(latency * time_scale)) if latency else flags
 
 
-def use_emulator(admin: EmulatorAdmin, time_scale: float, redis_conn_id: str | None = None) -> str:
+def use_emulator(
+    admin: EmulatorAdmin, time_scale: float, redis_conn_id: str | None = None, **webhooks: str
+) -> str:
     """
     Point ``nextleg_default`` at the emulator, paced at one request per (scaled) window; its JSON.
 
     :param redis_conn_id: the redis connection holding the account's budget for every host, if any.
+    :param webhooks: ``webhook_url`` and ``webhook_secret``, for jobs completing by webhook.
     """
-    extra: dict[str, Any] = {"rate_limit_interval": WINDOW * time_scale, "timeout": 30.0}
+    extra: dict[str, Any] = {"rate_limit_interval": WINDOW * time_scale, "timeout": 30.0, **webhooks}
     if redis_conn_id:
         extra["redis_conn_id"] = redis_conn_id
     os.environ["AIRFLOW_CONN_NEXTLEG_DEFAULT"] = json.dumps(
@@ -124,15 +161,27 @@ def counted_apart(base_url: str) -> Figures:
         admin.close()
 
 
-def lower_bound(jobs: list[Figures], time_scale: float, count: int = BURST_JOBS) -> dict[str, float]:
+def lower_bound(
+    jobs: list[Figures], time_scale: float, count: int = BURST_JOBS, requests_per_job: int = 2
+) -> dict[str, float]:
     """
-    A burst's lower bounds in API seconds: two requests per job at the rate limit, and the account's
-    concurrency working through the jobs' durations (or the longest job, if longer).
+    A burst's lower bounds in API seconds: the jobs' requests at the rate limit (two per job when a poll
+    finds each done, one when a webhook brings it), and the account's concurrency working through the
+    jobs' durations (or the longest job, if longer).
+
+    ``bound_schedule`` joins the two for one request per job: the account running these jobs (their
+    durations, in submission order, first come first served on its concurrency) were the k-th submitted
+    k intervals after the first, the soonest the rate limit allows. No client does better: a later
+    submission never starts a job sooner.
     """
-    durations = [job["finished"] - job["started"] for job in jobs if job.get("finished")]
+    durations = [(job["finished"] - job["started"]) / time_scale for job in jobs if job.get("finished")]
+    free = [0.0] * CONCURRENCY  # when each of the account's slots is free next
+    for number, duration in enumerate(durations):
+        heapq.heapreplace(free, max(free[0], number * WINDOW) + duration)
     return {
-        "bound_rate": 2 * count * WINDOW,
-        "bound_concurrency": max(sum(durations) / CONCURRENCY, max(durations, default=0.0)) / time_scale,
+        "bound_rate": requests_per_job * count * WINDOW,
+        "bound_concurrency": max(sum(durations) / CONCURRENCY, max(durations, default=0.0)),
+        "bound_schedule": max(free),
     }
 
 
@@ -180,12 +229,32 @@ class Usage:
         return {"cpu": self._cpu() - self.cpu, "peak_mb": max(0, peak - self.rss) / 2**20}
 
 
-async def wait_with_trigger(message_id: str, time_scale: float, deadline: float | None = None) -> str:
-    """This provider's trigger, as its operators defer it (polls no closer than the connection's pace)."""
+async def wait_with_trigger(
+    message_id: str,
+    time_scale: float,
+    deadline: float | None = None,
+    job_key: str | None = None,
+    reconcile_intervals: int = 0,
+) -> str:
+    """
+    This provider's trigger, as its operators defer it (polls no closer than the connection's pace).
+
+    :param job_key: for a job submitted to complete by webhook, its key: the trigger then waits on the
+        connection's inbox and polls only to reconcile, as the operators set it up.
+    :param reconcile_intervals: with ``job_key``, request intervals until a reconciling poll instead of the
+        operators' ``RECONCILE_INTERVALS`` (0), to measure another choice.
+    """
+    from airflow_provider_nextleg.operators.nextleg import RECONCILE_INTERVALS
     from airflow_provider_nextleg.triggers.nextleg import NextLegMessageTrigger
 
+    interval = WINDOW * time_scale
+    reconcile_after = max((reconcile_intervals or RECONCILE_INTERVALS) * interval, 1.0)  # as operators do
     trigger = NextLegMessageTrigger(
-        message_id=message_id, poll_interval=WINDOW * time_scale, deadline=deadline
+        message_id=message_id,
+        poll_interval=interval,
+        deadline=deadline,
+        job_key=job_key,
+        reconcile_after=None if job_key is None else reconcile_after,
     )
     async for event in trigger.run():
         return str(event.payload["status"])
@@ -233,8 +302,8 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def secs(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} s"
+def secs(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} s"
 
 
 def table(rows: list[list[str]]) -> str:

@@ -6,6 +6,7 @@ by one factor (real seconds per API second); times are reported in API seconds, 
 take them. Each measurement runs in a process of its own, so CPU time and memory are its own::
 
     .venv/bin/python benchmarks/waiting.py                 # burst, single, scale: about 5 minutes
+    .venv/bin/python benchmarks/waiting.py webhooks        # the burst by webhook beside polling: 4 minutes
     .venv/bin/python benchmarks/waiting.py latency         # the burst at 0, 0.2, 0.5 s latency: 2 minutes
     .venv/bin/python benchmarks/waiting.py hosts outage    # several hosts, Redis down: about 10 minutes
     .venv/bin/python benchmarks/waiting.py airflow         # real Airflow services: about 5 minutes
@@ -19,6 +20,13 @@ Scenarios, each with its targets (printed with PASS or FAIL):
   ``HttpSensorTrigger`` does. Targets for (a): no 429, no QUEUE_FULL, a makespan within 1.25 times the
   lower bound (the larger of the concurrency's bound on the jobs' durations and two requests per job at
   the rate limit). ``--latency SECONDS`` (API seconds, default 0) holds every API answer back.
+* ``webhooks``: the burst's (a) beside the same burst completing by webhook, at the same time: each job
+  submitted with its own ``webhookOverride``, its result posted by the emulator to a
+  ``nextleg-webhook-receiver`` process and taken by the trigger from the receiver's local inbox. Targets
+  for the webhooks: at most 1.1 requests per job, a makespan within 1.1 times the lower bound (the
+  account's schedule at one request per job), p95 detection latency under 1 s, no 429. Time scale 0.5:
+  the inbox's watcher looks every 0.2 real seconds, which a smaller scale would inflate in API seconds.
+  ``--reconcile-intervals N`` reconciles after N request intervals instead of the operators' 40.
 * ``latency``: the burst's (a) at 0, 0.2 and 0.5 API seconds of latency, with today's limiter (requests
   paced by when they are sent) and with the rule it replaced (paced by when answers came back, as
   5654e70's limiter did), side by side; target: today's at 0.5 s within 1.05x its bound, no 429.
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import itertools
 import json
@@ -48,7 +57,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -82,13 +90,18 @@ from harness import (
     use_emulator,
     verdict,
     wait_with_trigger,
+    webhook_receiver,
 )
 from hosts import OUTAGE_FOR, report_hosts, report_outage, run_host, run_hosts
 
+from airflow_provider_nextleg.operators.nextleg import RECONCILE_INTERVALS
 from airflow_provider_nextleg.ratelimit import MARGIN_MIN, MARGIN_SHARE, HostRateLimiter, Slot
+from airflow_provider_nextleg.webhooks.tokens import REF_JOB_FIELD, new_job_key
 
 SINGLE_JOBS = 10
 BATCH_DAG, BATCH_PROMPTS = "nextleg_daily_batch", 30
+WEBHOOK_SECRET = "whsec-benchmark-" + "9d4c2a7e1f5b8c3d"
+"""The connection's ``webhook_secret`` in the ``webhook`` variant."""
 SEED_POLL = 5.0
 """The fixed poll interval of the docs' example and of ``HttpSensorTrigger``, in API seconds."""
 HAND_OFF = 2.0
@@ -179,54 +192,84 @@ TLS_CONTEXT = ssl.create_default_context()
 # --- the scenarios, each run in a process of its own ----------------------------------------------------
 
 
-async def run_burst(variant: str, time_scale: float, latency: float = 0.0) -> Figures:
+async def run_burst(
+    variant: str, time_scale: float, latency: float = 0.0, reconcile_intervals: int = 0
+) -> Figures:
     """
     60 jobs submitted at once through the hook, each then waited on by the variant's waiter; variant
-    ``answered`` is (a) with :class:`AnsweredPacing`. ``latency``: API seconds each answer is held back.
+    ``answered`` is (a) with :class:`AnsweredPacing`, and ``webhook`` is (a) for jobs that complete by
+    webhook: each submitted with the ``webhookOverride`` of its own key, which the emulator posts the
+    result to, a ``nextleg-webhook-receiver`` process stores in its local inbox, and the trigger finds
+    there. ``latency``: API seconds each answer is held back; ``reconcile_intervals``: see
+    :func:`~harness.wait_with_trigger`.
     """
     from airflow_provider_nextleg.hooks.nextleg import NextLegHook
 
     bound = 2 * BURST_JOBS * WINDOW * time_scale
-    with emulator(time_scale, *job_flags(latency=latency, time_scale=time_scale)) as admin:
+    async with contextlib.AsyncExitStack() as stack:
+        admin = stack.enter_context(emulator(time_scale, *job_flags(latency=latency, time_scale=time_scale)))
         use_emulator(admin, time_scale)
         if variant == "answered":
             pace_by_answers(WINDOW * time_scale)
             variant = "a"
-        async with httpx.AsyncClient(headers=HEADERS, trust_env=False) as shared:
-            waiters: dict[str, Callable[[str], Awaitable[str]]] = {
-                "a": lambda message_id: wait_with_trigger(message_id, time_scale, time.time() + 3 * bound),
-                "b": lambda message_id: wait_on_timer(
-                    message_id, SEED_POLL * time_scale, admin.base_url, shared
-                ),
-                "c": lambda message_id: wait_on_timer(
-                    message_id, SEED_POLL * time_scale, admin.base_url, None
-                ),
-            }
-            # Submissions go through the hook in every variant, paced by the account's limiter and retried
-            # on a 429 with many attempts, so that a storm of polls delays them but loses none.
-            hook = NextLegHook(max_attempts=100, retry_wait=WINDOW * time_scale)
-            events: dict[str, float] = {}
-            statuses: dict[str, str] = {}
+        if variant == "webhook":
+            # The receiver's inbox is in a temporary directory of its own, which this process takes too.
+            tempfile.tempdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="nextleg-inbox-"))
+            use_emulator(admin, time_scale, webhook_secret=WEBHOOK_SECRET)
+            url = stack.enter_context(webhook_receiver(Path(tempfile.tempdir)))
+            use_emulator(admin, time_scale, webhook_url=url, webhook_secret=WEBHOOK_SECRET)
+        shared = await stack.enter_async_context(httpx.AsyncClient(headers=HEADERS, trust_env=False))
+        waiters: dict[str, Callable[[str, str | None], Awaitable[str]]] = {
+            "a": lambda message_id, _: wait_with_trigger(message_id, time_scale, time.time() + 3 * bound),
+            "webhook": lambda message_id, job_key: wait_with_trigger(
+                message_id, time_scale, time.time() + 3 * bound, job_key, reconcile_intervals
+            ),
+            "b": lambda message_id, _: wait_on_timer(
+                message_id, SEED_POLL * time_scale, admin.base_url, shared
+            ),
+            "c": lambda message_id, _: wait_on_timer(
+                message_id, SEED_POLL * time_scale, admin.base_url, None
+            ),
+        }
+        # Submissions go through the hook in every variant, paced by the account's limiter and retried
+        # on a 429 with many attempts, so that a storm of polls delays them but loses none.
+        hook = NextLegHook(max_attempts=100, retry_wait=WINDOW * time_scale)
+        webhooks = hook.webhooks if variant == "webhook" else None
+        events: dict[str, float] = {}
+        statuses: dict[str, str] = {}
 
-            async def job(number: int) -> None:
-                message_id = (await hook.aimagine(f"burst job {number}: a lighthouse at dawn")).message_id
-                statuses[message_id] = await waiters[variant](message_id)
-                events[message_id] = time.time()
+        async def job(number: int) -> None:
+            prompt = f"burst job {number}: a lighthouse at dawn"
+            if webhooks is None:
+                job_key, submitted = None, await hook.aimagine(prompt)
+            else:  # as the job operators submit: the job's key in the ref and in the webhook's URL
+                job_key = new_job_key()
+                submitted = await hook.aimagine(
+                    prompt,
+                    ref=json.dumps({REF_JOB_FIELD: job_key}),
+                    webhook_override=webhooks.override_url(job_key),
+                )
+            statuses[submitted.message_id] = await waiters[variant](submitted.message_id, job_key)
+            events[submitted.message_id] = time.time()
 
-            usage, started = Usage(), time.time()
-            with suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(job(n) for n in range(BURST_JOBS))), 3 * bound)
-            ended = max(events.values(), default=time.time())
-            await NextLegHook.aclose_clients()
+        usage, started = Usage(), time.time()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(job(n) for n in range(BURST_JOBS))), 3 * bound)
+        ended = max(events.values(), default=time.time())
+        await NextLegHook.aclose_clients()
         jobs = admin.jobs()
+        deliveries = admin.webhooks()
         return {
             **usage.figures(),
             **counted(admin),
-            **lower_bound(jobs, time_scale),
+            **lower_bound(jobs, time_scale, requests_per_job=1 if webhooks else 2),
             "makespan": (ended - started) / time_scale,
             "detected": len(events),
             "queue_full": sum(status == "failed" for status in statuses.values()),
             "latencies": latencies(events, jobs, time_scale),
+            "to_result": sorted((job["finished"] - job["created"]) / time_scale for job in jobs),
+            "webhooks_stored": sum(delivery["status"] == 200 for delivery in deliveries),
+            "webhooks_failed": sum(delivery["status"] != 200 for delivery in deliveries),
         }
 
 
@@ -345,13 +388,13 @@ async def run_airflow(time_scale: float, pool: int) -> Figures:
     """The batch example DAG on real Airflow services, deferrable, against the emulator; with ``pool``,
     the default pool has that many slots and counts deferred tasks, which bounds the jobs in flight."""
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from e2e.test_real_services import AirflowServices
+    from e2e.services import AirflowServices
 
     prompts = [
         f"batch prompt {n}: a lighthouse on a cliff at dawn, oil painting" for n in range(BATCH_PROMPTS)
     ]
     with emulator(time_scale, *job_flags(queue=200)) as admin, tempfile.TemporaryDirectory() as home:
-        with AirflowServices(Path(home), use_emulator(admin, time_scale)) as services:
+        with AirflowServices(Path(home), use_emulator(admin, time_scale), dag_id=BATCH_DAG) as services:
             if pool:
                 services.api.patch(
                     "/api/v2/pools/default_pool",
@@ -447,6 +490,90 @@ def report_burst(results: dict[str, Figures], time_scale: float, latency: float 
             f"requests per job ({ours['bound_rate']:.0f} s) against the concurrency working through the "
             f"jobs' durations ({ours['bound_concurrency']:.0f} s). The three variants ran at the same time"
             + (f"; every API answer held back {latency:g} API seconds." if latency else "."),
+            "",
+            table(rows),
+        ]
+    )
+
+
+def report_webhooks(results: dict[str, Figures], time_scale: float, reconcile_intervals: int) -> str:
+    polled, hooked = results["a"], results["webhook"]
+    bounds = {  # polling: its rate bound; webhooks: the schedule at one request per job, which is tighter
+        "a": max(polled["bound_rate"], polled["bound_concurrency"]),
+        "webhook": max(hooked["bound_rate"], hooked["bound_concurrency"], hooked["bound_schedule"]),
+    }
+    ratio = {variant: results[variant]["makespan"] / bound for variant, bound in bounds.items()}
+
+    def makespan(variant: str) -> str:
+        result = results[variant]
+        figure = f"{result['makespan']:.0f} s ({ratio[variant]:.2f}x)"
+        return figure if result["detected"] == BURST_JOBS else f"{figure}, {result['detected']} done"
+
+    def both(figure: Callable[[Figures], str]) -> list[str]:
+        return [figure(polled), figure(hooked)]
+
+    per_job = hooked["requests"] / BURST_JOBS
+    p95 = quantile(hooked["latencies"], 0.95)
+    rows = [
+        ["", "polling (this trigger)", "webhooks (this trigger on the inbox)", "target (webhooks)", ""],
+        ["lower bound", *(f"{bound:.0f} s" for bound in bounds.values()), "", ""],
+        [
+            "makespan (x lower bound)",
+            *map(makespan, bounds),
+            "<= 1.1x",
+            verdict(hooked["detected"] == BURST_JOBS and ratio["webhook"] <= 1.1),
+        ],
+        [
+            "  x max(rate, concurrency)",
+            *(
+                f"{r['makespan'] / max(r['bound_rate'], r['bound_concurrency']):.2f}x"
+                for r in results.values()
+            ),
+            "",
+            "",
+        ],
+        [
+            "API requests per job",
+            *both(lambda r: f"{r['requests'] / BURST_JOBS:.2f}"),
+            "<= 1.1",
+            verdict(per_job <= 1.1),
+        ],
+        ["  of which polls", *both(lambda r: str(r["polls"])), "", ""],
+        [
+            f"jobs submitted over {reconcile_intervals} intervals before their result",
+            *both(lambda r: str(sum(wait > reconcile_intervals * WINDOW for wait in r["to_result"]))),
+            "",
+            "",
+        ],
+        ["429 responses", *both(lambda r: str(r["rate_limited"])), "0", verdict(not hooked["rate_limited"])],
+        ["detection latency p50", *both(lambda r: secs(quantile(r["latencies"], 0.5))), "", ""],
+        [
+            "detection latency p95",
+            *both(lambda r: secs(quantile(r["latencies"], 0.95), 2)),
+            "< 1 s",
+            verdict(p95 is not None and p95 < 1.0),
+        ],
+        ["detection latency max", *both(lambda r: secs(max(r["latencies"], default=None), 2)), "", ""],
+        ["webhooks stored (not)", "", f"{hooked['webhooks_stored']} ({hooked['webhooks_failed']})", "", ""],
+        ["CPU seconds (real)", *both(lambda r: f"{r['cpu']:.1f}"), "", ""],
+    ]
+    return "\n".join(
+        [
+            f"### webhooks: the burst of {BURST_JOBS} jobs by webhook, beside polling",
+            "",
+            f"Concurrency {CONCURRENCY}, jobs of {MIN_DURATION:g} to {MAX_DURATION:g} s, one request every "
+            f"{WINDOW:g} s, time scale {time_scale:.3g}; the two ran at the same time, each against an "
+            "emulator of its own. Webhooks: each job submitted with the `webhookOverride` of its own key, "
+            "the emulator posts its result to a `nextleg-webhook-receiver` process, which stores it in its "
+            "local inbox, where the trigger finds it (and polls to reconcile after "
+            f"{reconcile_intervals} request intervals"
+            + (", as the operators set" if reconcile_intervals == RECONCILE_INTERVALS else "")
+            + "). Lower bounds: polling, the rate limit at two requests per job "
+            f"({polled['bound_rate']:.0f} s) or the concurrency working through the jobs' durations "
+            f"({polled['bound_concurrency']:.0f} s); webhooks, the account running these jobs had the k-th "
+            f"been submitted k intervals after the first ({hooked['bound_schedule']:.0f} s; the rate limit "
+            f"alone, {hooked['bound_rate']:.0f} s). Detection latency: from a job's result appearing in the "
+            "emulator to its trigger's event, in API seconds.",
             "",
             table(rows),
         ]
@@ -625,14 +752,14 @@ def report_airflow(result: Figures, time_scale: float, pool: int) -> str:
 
 
 CHILDREN: dict[str, Callable[[argparse.Namespace], Awaitable[Figures]]] = {
-    "burst": lambda args: run_burst(args.variant, args.time_scale, args.latency),
+    "burst": lambda args: run_burst(args.variant, args.time_scale, args.latency, args.reconcile_intervals),
     "single": lambda args: run_single(args.time_scale),
     "scale": lambda args: run_scale(args.time_scale, args.triggers, args.seconds),
     "hosts": lambda args: run_hosts(args.hosts, args.backend, args.time_scale, args.outage),
     "host": lambda args: run_host(args.host, args.hosts, args.time_scale, args.folder, args.out),
     "airflow": lambda args: run_airflow(args.time_scale, args.pool),
 }
-SCENARIOS = ("burst", "latency", "single", "scale", "hosts", "outage", "airflow")
+SCENARIOS = ("burst", "webhooks", "latency", "single", "scale", "hosts", "outage", "airflow")
 
 
 def run(scenario: str, folder: Path, args: argparse.Namespace) -> str:
@@ -642,6 +769,16 @@ def run(scenario: str, folder: Path, args: argparse.Namespace) -> str:
         options = {"time_scale": scale, "latency": args.latency}
         running = {v: measure(folder, "burst", variant=v, **options) for v in "abc"}
         return report_burst({variant: collect(run) for variant, run in running.items()}, scale, args.latency)
+    if scenario == "webhooks":
+        scale = args.time_scale or SCALE_PACED
+        intervals = args.reconcile_intervals or RECONCILE_INTERVALS
+        running = {
+            variant: measure(
+                folder, "burst", variant=variant, time_scale=scale, latency=0.0, reconcile_intervals=intervals
+            )
+            for variant in ("a", "webhook")
+        }
+        return report_webhooks({variant: collect(run) for variant, run in running.items()}, scale, intervals)
     if scenario == "latency":
         scale = args.time_scale or SCALE_PACED
         keys = [(variant, latency) for variant in ("a", "answered") for latency in LATENCIES]
@@ -690,6 +827,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--latency", type=float, default=0.0, help="burst: API seconds every API answer is held back"
+    )
+    parser.add_argument(
+        "--reconcile-intervals",
+        type=int,
+        default=0,
+        help=f"webhooks: request intervals before a reconciling poll (default: the operators' "
+        f"{RECONCILE_INTERVALS})",
     )
     parser.add_argument("--triggers", type=int, default=2000, help="scale: how many triggers wait")
     parser.add_argument("--seconds", type=float, default=20.0, help="scale: how long they wait (real)")
