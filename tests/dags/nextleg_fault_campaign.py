@@ -2,7 +2,8 @@
 
 The quick-start chain (imagine, a variation, its upscale) as a user who expects failures writes it:
 deferrable, with retries, each run's prompt from its conf. The campaign forces error codes on some
-prompts and injects faults into the emulator's answers.
+prompts and injects faults into the emulator's answers. The retries serve the failed jobs and the waits;
+a submission whose fate is unknown fails its task without them, as a retry would pay again.
 """
 
 from __future__ import annotations

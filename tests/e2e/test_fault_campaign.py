@@ -4,14 +4,19 @@ triggerer on SQLite, LocalExecutor): does anything get paid twice, stuck, or los
 Ten runs of the chain imagine → V1 → U1 (``tests/dags/nextleg_fault_campaign.py``: deferrable, 4 retries)
 meet what the service does to real clients, all at once: image jobs that fail 0.2 to 3 s after their
 submission (a banned prompt, terminal; a moderation outage that ends mid-campaign; ``QUEUE_FULL`` from a
-small queue), 5xx answers and dropped connections (random, and scripted on polls after the request was
+small queue), 5xx answers and dropped connections on polls (random, and scripted after the request was
 processed), slow answers (within the request timeout, and beyond it on polls), 429s (a connection paced
 faster than the emulator allows, and scripted ones), and a triggerer killed with SIGKILL while jobs wait.
 
+Submissions meet scripted faults only (:data:`SUBMISSION_FAULTS`): a 5xx, processed or not, a connection
+dropped after processing, an answer slower than the request timeout. Nothing can tell whether such a
+request made a job, so its task fails for good, without a retry, and its chain with it.
+
 Then: no job was paid twice (a request sent again while an earlier job for it had not failed), no task
-is left unfinished, and every chain without a terminal code succeeded. On Airflow 3.3, a clear of a
-finished upscale returns its result without a new press. The figures are printed for the closing note
-(``pytest -s``).
+is left unfinished, each submission fault failed one chain at its first try with the job paid at most
+once (once where the request was processed), and every other chain without a terminal code succeeded.
+On Airflow 3.3, a clear of a finished upscale returns its result without a new press. The figures are
+printed for the closing note (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -59,6 +64,27 @@ PROMPTS = [
 TERMINAL = {prompt for prompt in PROMPTS if BANNED in prompt}
 SCRIPTED_429S = 3
 FINISHED = {"success", "failed", "upstream_failed", "skipped"}
+REQUEST_TIMEOUT = 5.0
+"""The connection's ``timeout``: a read given no answer within it is retried, a submission is not."""
+SUBMISSIONS = ("/v2/imagine", "/v2/button")
+SUBMISSION_FAULTS = [  # the first presses meet them, one each: each fails its chain, never retried
+    Fault("/v2/button", "status", status=503, processed=True),  # processed, the answer lost
+    Fault("/v2/button", "status", status=502),  # refused before the service: no job
+    Fault("/v2/button", "drop", processed=True),
+    Fault("/v2/button", "slow", seconds=REQUEST_TIMEOUT + 1),  # processed after the client gave up
+]
+REACHED_THE_SERVICE = [int(fault.processed or fault.kind == "slow") for fault in SUBMISSION_FAULTS]
+"""How often each faulty submission reached the service: there it made a job, or met the account's rate
+limit (the connection is paced faster than the emulator allows), which the client never heard of either."""
+
+
+def shielded(path: str) -> Fault:
+    """
+    A fault that changes nothing (a slow answer of 0 s) for every request to ``path``. Scripted faults
+    are matched before the random draw, so this keeps the random 5xx and drops off a submission, where
+    each would fail a chain at random: scripted first, the submission faults still apply.
+    """
+    return Fault(path, "slow", seconds=0.0, count=1_000_000)
 
 
 FAULTS = FaultSettings(
@@ -68,11 +94,12 @@ FAULTS = FaultSettings(
     slow_seconds=1.0,  # within the connection's timeout: the answer comes, late
     forced_codes={BANNED: "BANNED_PROMPT", OUTAGE: "MODERATION_OUTAGE"},
     scripted=[
-        Fault("/v2/imagine", "status", status=429, count=SCRIPTED_429S),
-        Fault("/v2/message", "slow", seconds=6.0, count=2),  # past the timeout: a read is retried
+        Fault("/v2/imagine", "status", status=429, count=SCRIPTED_429S),  # surely not processed: resent
+        Fault("/v2/message", "slow", seconds=REQUEST_TIMEOUT + 1, count=2),  # a read is retried
         Fault("/v2/message", "drop", processed=True, count=3),
         Fault("/v2/message", "status", status=502, processed=True, count=3),
-        Fault("/v2/button", "status", status=503, count=2),  # not processed: the task retries
+        *SUBMISSION_FAULTS,
+        *(shielded(path) for path in SUBMISSIONS),
     ],
 )
 
@@ -108,7 +135,9 @@ def emulator() -> Iterator[EmulatorServer]:
 @pytest.fixture(scope="module")
 def services(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServices]:
     # Paced faster than the emulator's 0.6 s: some requests meet a 429 and wait its Retry-After.
-    connection = connection_with(emulator.airflow_connection_json(), rate_limit_interval=0.45, timeout=5.0)
+    connection = connection_with(
+        emulator.airflow_connection_json(), rate_limit_interval=0.45, timeout=REQUEST_TIMEOUT
+    )
     home = tmp_path_factory.mktemp("fault-campaign")
     with AirflowServices(
         home, connection, dag_id=DAG_ID, env={"AIRFLOW__CORE__DAGS_FOLDER": str(TEST_DAGS)}
@@ -133,8 +162,28 @@ def codes(emulator: EmulatorServer) -> Counter[str]:
     return Counter(job["error"] for job in emulator.jobs() if job["error"])
 
 
-def run_of(entry: dict[str, Any]) -> str:
-    return json.loads(entry["ref"])["run_id"]
+def submitter(entry: dict[str, Any]) -> tuple[str, str]:
+    """The run and the task that sent a ledger entry, from its ``ref``."""
+    ref = json.loads(entry["ref"])
+    return ref["run_id"], ref["task_id"]
+
+
+def failed_uncertain(services: AirflowServices, run_id: str) -> dict[str, Any] | None:
+    """The run's task that failed on a submission of unknown fate (its log names the error), if any."""
+    for ti in services.task_instances(run_id):
+        task_log = (
+            services.home
+            / "logs"
+            / f"dag_id={DAG_ID}"
+            / f"run_id={run_id}"
+            / f"task_id={ti['task_id']}"
+            / f"attempt={ti['try_number']}.log"
+        )
+        if ti["state"] == "failed" and "NextLegSubmissionUncertainError" in task_log.read_text(
+            errors="replace"
+        ):
+            return ti
+    return None
 
 
 def test_the_campaign_pays_nothing_twice_and_leaves_nothing_stuck(
@@ -157,6 +206,17 @@ def test_the_campaign_pays_nothing_twice_and_leaves_nothing_stuck(
     end_the_outage(emulator)
     states = {run_id: services.wait_finished(run_id, timeout=240) for run_id in runs}
     elapsed = time.monotonic() - started
+    uncertain = {run_id: ti for run_id in runs if (ti := failed_uncertain(services, run_id)) is not None}
+
+    def sent_by(run_id: str) -> list[dict[str, Any]]:
+        """What the service saw of the task that failed on an uncertain submission: its one request,
+        if it got through, made a job (a ``messageId``) or was refused."""
+        task_id = uncertain[run_id]["task_id"]
+        return [entry for entry in emulator.ledger() if submitter(entry) == (run_id, task_id)]
+
+    # A slow submission reaches the service once its fault's delay is over, long before the chains end.
+    reached = sum(REACHED_THE_SERVICE)
+    wait_for(lambda: sum(len(sent_by(run_id)) for run_id in uncertain) >= reached, 30, "the slow one", 0.3)
 
     instances = [ti for run_id in runs for ti in services.task_instances(run_id)]
     stuck = [ti for ti in instances if ti["state"] not in FINISHED]
@@ -166,6 +226,10 @@ def test_the_campaign_pays_nothing_twice_and_leaves_nothing_stuck(
         "chains": len(runs),
         "chains succeeded": sum(state == "success" for state in states.values()),
         "chains with a terminal code": len(TERMINAL),
+        "chains failed on an uncertain submission": len(uncertain),
+        "jobs made by uncertain submissions": sum(
+            entry["messageId"] is not None for run_id in uncertain for entry in sent_by(run_id)
+        ),
         "jobs": len(ledger),
         "jobs failed": sum(bool(job["error"]) for job in emulator.jobs()),
         "codes": dict(codes(emulator)),
@@ -176,7 +240,9 @@ def test_the_campaign_pays_nothing_twice_and_leaves_nothing_stuck(
             if ti["try_number"] > 1
         },
         "429s": sum(counters["rate_limited"].values()) + SCRIPTED_429S,
-        "faults injected": sum(counters["faults"].values()),
+        "faults injected": SCRIPTED_429S
+        + len(SUBMISSION_FAULTS)
+        + sum(count for key, count in counters["faults"].items() if key.split()[-1] not in SUBMISSIONS),
         "same request submitted again": len(duplicate_submissions(emulator.ledger())),
         "paid twice": len(paid_twice(emulator)),
         "stuck tasks": len(stuck),
@@ -187,12 +253,16 @@ def test_the_campaign_pays_nothing_twice_and_leaves_nothing_stuck(
 
     assert not paid_twice(emulator), paid_twice(emulator)
     assert not stuck, stuck
+    # Each submission fault failed one chain for good: at the first try, paid once if it was processed.
+    assert not set(uncertain) & {run_id for run_id, prompt in runs.items() if prompt in TERMINAL}
+    assert [ti["try_number"] for ti in uncertain.values()] == [1] * len(SUBMISSION_FAULTS), uncertain
+    assert sorted(len(sent_by(run_id)) for run_id in uncertain) == sorted(REACHED_THE_SERVICE), uncertain
     for run_id, prompt in runs.items():
-        expected = "failed" if prompt in TERMINAL else "success"
+        expected = "failed" if prompt in TERMINAL or run_id in uncertain else "success"
         assert states[run_id] == expected, (prompt, services.task_states(run_id), services.logs())
     for run_id, prompt in runs.items():
         if prompt in TERMINAL:  # refused once: never sent again, and nothing pressed on it
-            assert [entry["endpoint"] for entry in ledger if run_of(entry) == run_id] == ["/v2/imagine"]
+            assert [entry["endpoint"] for entry in ledger if submitter(entry)[0] == run_id] == ["/v2/imagine"]
 
 
 @pytest.mark.skipif(
