@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, overload
 from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, ObjectStoragePath
+from airflow.sdk.bases.xcom import BaseXCom
 from asgiref.sync import sync_to_async
 
 from airflow_provider_nextleg.polling import TRANSIENT_ERRORS, watch_message
@@ -130,7 +131,8 @@ def result_label(message: object) -> str:
 def show_progress_image(operator: BaseOperator, ti: Any, image_url: str) -> None:
     """
     Point the task's :class:`NextLegImageLink` at a new progress image now, not only after the try: the
-    operator keeps it for ``get_link``, and its XCom, which the UI reads, is written at once.
+    operator keeps it for ``get_link``, and its XCom, which the UI reads, is written at once, in the
+    metadata database whatever the XCom backend (as Airflow writes a link's XCom after a try).
 
     :param operator: the job operator waiting for the job.
     :param ti: its task instance.
@@ -138,7 +140,14 @@ def show_progress_image(operator: BaseOperator, ti: Any, image_url: str) -> None
     """
     operator.progress_image_url = image_url  # type: ignore[attr-defined]
     try:
-        ti.xcom_push(key=NextLegImageLink().xcom_key, value=image_url)
+        BaseXCom.set(
+            NextLegImageLink().xcom_key,
+            image_url,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index,
+        )
     except Exception as exc:  # the link only lags behind: the wait goes on
         operator.log.debug("Could not point the image link at %s: %s", image_url, exc)
 
@@ -169,34 +178,59 @@ async def wait_showing_progress(
     """
     if trigger.job_key is not None:
         return await wait_in_process(trigger, within)
-    follower = asyncio.create_task(_follow(trigger, sync_to_async(show)))
+    follower = _ProgressFollower(trigger, show)
     try:
         return await wait_in_process(trigger, within)
     finally:
-        follower.cancel()
+        await follower.stop()
+
+
+class _ProgressFollower:
+    """
+    Hears the polls of a trigger's message until it ends, and shows each new progress image.
+
+    A show under way is finished, never abandoned, when the follower stops: it talks to the task's
+    supervisor from a thread, and the task goes on talking to it once the wait returns (Airflow 3.1's
+    supervisor is not safe for two callers at once; in ``dag.test()`` it even unsets itself while it
+    answers one).
+
+    :param trigger: the wait being followed.
+    :param show: called with each new progress image URL.
+    """
+
+    def __init__(self, trigger: NextLegMessageTrigger, show: Callable[[str], None]) -> None:
+        self.trigger = trigger
+        self.show = sync_to_async(show)
+        self.showing: asyncio.Future[None] | None = None
+        self.task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        """Stop following; return once the last show is over."""
+        self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await follower
+            await self.task
+        if self.showing is not None:
+            await self.showing
 
-
-async def _follow(trigger: NextLegMessageTrigger, show: Callable[[str], Awaitable[None]]) -> None:
-    """Hear the polls of the trigger's message until it ends; show each new progress image."""
-    shown = None
-    async with watch_message(
-        trigger.nextleg_conn_id,
-        trigger.message_id,
-        expire_mins=trigger.expire_mins,
-        min_interval=ONLY_LISTENING,
-        route_id=trigger.route_id,
-    ) as updates:
-        while True:
-            try:
-                message = await updates.next()
-            except TRANSIENT_ERRORS:
-                continue
-            except Exception:  # the trigger's own wait meets the same error and reports it
-                return
-            if message.status.is_terminal:
-                return
-            if message.progress_image_url and message.progress_image_url != shown:
-                shown = message.progress_image_url
-                await show(shown)
+    async def _follow(self) -> None:
+        shown = None
+        async with watch_message(
+            self.trigger.nextleg_conn_id,
+            self.trigger.message_id,
+            expire_mins=self.trigger.expire_mins,
+            min_interval=ONLY_LISTENING,
+            route_id=self.trigger.route_id,
+        ) as updates:
+            while True:
+                try:
+                    message = await updates.next()
+                except TRANSIENT_ERRORS:
+                    continue
+                except Exception:  # the trigger's own wait meets the same error and reports it
+                    return
+                if message.status.is_terminal:
+                    return
+                if message.progress_image_url and message.progress_image_url != shown:
+                    shown = message.progress_image_url
+                    self.showing = asyncio.ensure_future(self.show(shown))
+                    await asyncio.shield(self.showing)

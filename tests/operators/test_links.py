@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -82,20 +83,26 @@ class TestImageLink:
         operator = SimpleNamespace(image_url=image_url, progress_image_url=progress_image_url)
         assert NextLegImageLink().get_link(operator, ti_key=None) == link  # type: ignore[arg-type]
 
-    def test_a_progress_image_is_stored_at_once_under_the_links_key(self):
-        pushed: list[tuple[str, Any]] = []
-        ti = SimpleNamespace(xcom_push=lambda key, value: pushed.append((key, value)))
+    def test_a_progress_image_is_stored_at_once_under_the_links_key(self, monkeypatch: pytest.MonkeyPatch):
+        stored_xcoms: list[tuple[Any, ...]] = []
+        monkeypatch.setattr(
+            links.BaseXCom, "set", lambda *args, **kwargs: stored_xcoms.append((args, kwargs))
+        )
+        ti = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=2)
         operator = SimpleNamespace(progress_image_url=None, log=None)
         show_progress_image(operator, ti, "https://cdn/preview-31.png")  # type: ignore[arg-type]
-        assert pushed == [("_link_NextLegImageLink", "https://cdn/preview-31.png")]
+        place = {"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": 2}
+        assert stored_xcoms == [(("_link_NextLegImageLink", "https://cdn/preview-31.png"), place)]
         assert operator.progress_image_url == "https://cdn/preview-31.png"
 
-    def test_a_store_that_fails_only_delays_the_link(self, caplog: pytest.LogCaptureFixture):
-        def refuse(key: str, value: Any) -> None:
+    def test_a_store_that_fails_only_delays_the_link(self, monkeypatch: pytest.MonkeyPatch):
+        def refuse(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("supervisor gone")
 
+        monkeypatch.setattr(links.BaseXCom, "set", refuse)
+        ti = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1)
         operator = SimpleNamespace(progress_image_url=None, log=SimpleNamespace(debug=lambda *args: None))
-        show_progress_image(operator, SimpleNamespace(xcom_push=refuse), "https://cdn/p.png")  # type: ignore[arg-type]
+        show_progress_image(operator, ti, "https://cdn/p.png")  # type: ignore[arg-type]
         assert operator.progress_image_url == "https://cdn/p.png"
 
     def test_the_provider_registers_both_links(self):
@@ -136,6 +143,24 @@ class TestWaitShowingProgress:
         assert shown == previews  # each image the wait saw (the trigger logs them), once
         assert watched == {1}  # the follower hears the trigger's polls of the one message: no poll of its own
 
+    async def test_the_wait_returns_once_its_last_show_is_over(self, nextleg_emulator: EmulatorServer):
+        # A show talks to the task's supervisor from a thread; the task talks to it again as soon as the
+        # wait returns, and Airflow 3.1's supervisor takes one caller at a time.
+        nextleg_emulator.configure(**SLOW_JOB)
+        message_id = NextLegHook().imagine("a windmill at noon").message_id
+        started: list[str] = []
+        finished: list[str] = []
+
+        def slow_show(url: str) -> None:
+            started.append(url)
+            time.sleep(0.4)  # outlasts the job's next progress step: a show is under way as it ends
+            finished.append(url)
+
+        trigger = NextLegMessageTrigger(message_id=message_id, poll_interval=0.01)
+        assert (await wait_showing_progress(trigger, slow_show))["status"] == "done"
+        assert started
+        assert finished == started
+
     async def test_a_wait_that_ends_before_the_job_leaves_nothing_running(
         self, nextleg_emulator: EmulatorServer
     ):
@@ -151,11 +176,11 @@ class TestWaitShowingProgress:
         async def waited(trigger: Any, within: Any) -> dict[str, Any]:
             return {"status": "done"}
 
-        async def follow(*args: Any) -> None:
+        def follow(*args: Any) -> None:
             raise AssertionError("followed a job that is not polled")
 
         monkeypatch.setattr(links, "wait_in_process", waited)
-        monkeypatch.setattr(links, "_follow", follow)
+        monkeypatch.setattr(links, "_ProgressFollower", follow)
         trigger = NextLegMessageTrigger(message_id="m1", job_key="k1")
         assert await wait_showing_progress(trigger, lambda url: None) == {"status": "done"}
 
