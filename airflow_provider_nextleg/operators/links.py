@@ -59,7 +59,8 @@ class NextLegImageLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
         """
         The image of this try's job: the result once done, else the latest progress image the worker saw;
-        empty when there is neither (a job queued, failed, or with no image).
+        empty when there is neither (a job still queued, one that failed before any preview, one with no
+        image).
 
         The URL is taken from the operator, not from an XCom of it: that XCom would be missing after
         every try that failed before its job finished, and Airflow logs each read of a missing XCom at
