@@ -258,9 +258,9 @@ class PollScheduler:
                 else:
                     candidate.next_poll = time.monotonic() + max(self.limiter.spacing, RETRY_PAUSE)
                 continue
-            await asyncio.sleep(turn.slot.delay)
+            await asyncio.sleep(turn.slot.start_in)
             # The slot goes to the job most worth it when it comes: a poll that came back meanwhile may
-            # have changed which one that is.
+            # have changed which one that is. The poll connects meanwhile, and sends on the turn.
             watch = self._pick(time.monotonic()) or candidate
             if watch.watchers and not watch.in_flight:
                 watch.in_flight = True

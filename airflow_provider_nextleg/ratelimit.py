@@ -54,6 +54,14 @@ MARGIN_STEP = 0.05
 """Seconds a 429 adds to the learned margin: the service still saw two requests too close."""
 MARGIN_CAP = 0.5
 """Largest learned margin, in seconds."""
+CONNECT_LEAD = 0.5
+"""Seconds before its turn an async request starts, so that its connection is up when the turn comes
+and its first byte leaves on it (a new connection took up to 63 ms on this machine, a TLS one across the
+internet takes longer); the request then waits out the rest of the turn (see ``hooks/transport.py``)."""
+HOSTS_MARGIN = 0.05
+"""Seconds added to every spacing when several hosts share a budget (:class:`SharedRateLimiter`): their
+requests reach the service over paths of their own, sent by processes that a busy host wakes late, and
+arrive tens of milliseconds off their turns (up to 35 ms on the multi-host test's 2 busy cores)."""
 DECAY_AFTER = 200
 """Bookings without a 429 after which the learned margin halves."""
 REBOOKINGS = 3
@@ -82,6 +90,13 @@ class Slot:
     def delay(self) -> float:
         """Seconds until the booked turn (0 once it has come)."""
         return max(0.0, self.due - time.time())
+
+    @property
+    def start_in(self) -> float:
+        """Seconds until a request on this turn should start connecting: :data:`CONNECT_LEAD` ahead, or
+        half a spacing where that is shorter (a poll's job is chosen then, and the closer to its turn the
+        better the choice)."""
+        return max(0.0, self.delay - min(CONNECT_LEAD, self.limiter.spacing / 2))
 
     @property
     def late(self) -> bool:
@@ -413,6 +428,12 @@ class SharedRateLimiter(RateLimiter):
         self.budget = budget
         self.host = host
         self.reconnect = Reconnect(budget.settings.conn_id)
+
+    @property
+    def spacing(self) -> float:
+        """The host's spacing and :data:`HOSTS_MARGIN`: requests from several hosts arrive less exactly
+        on their turns than those of one."""
+        return super().spacing + HOSTS_MARGIN if self.interval > 0 else 0.0
 
     def book(self) -> Slot:
         """Book the next turn in Redis, or on the host while Redis does not answer."""

@@ -9,6 +9,7 @@ provider's errors (:func:`read_answer`, :func:`status_error`), and the one retry
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -181,7 +182,8 @@ async def asend(
     """
     path, body, params = routed(call, settings.mode)
     slot = slot or await settings.limiter.abook()
-    await slot.await_turn()
+    await asyncio.sleep(slot.start_in)
+    sending = _Sending(slot)
     try:
         response = await client.request(
             call.method,
@@ -189,9 +191,10 @@ async def asend(
             params=params,
             json=body,
             timeout=httpx.Timeout(settings.timeout, connect=min(CONNECT_TIMEOUT, settings.timeout)),
+            extensions={"trace": sending},
         )
     except httpx.HTTPError as exc:
-        raise transport_error(call, settings, exc, sent_nothing=_httpx_sent_nothing(exc)) from exc
+        raise transport_error(call, settings, exc, sent_nothing=not sending.sent) from exc
     hold = _hold_after(response.status_code, response.headers, settings.rate_limit_interval)
     if hold is not None:
         await settings.limiter.apenalize(hold)
@@ -225,9 +228,27 @@ def _requests_sent_nothing(exc: requests.RequestException) -> bool:
     return isinstance(exc, requests.ConnectionError) and isinstance(reason, ConnectTimeoutError)
 
 
-def _httpx_sent_nothing(exc: httpx.HTTPError) -> bool:
-    """Whether httpx failed before sending a byte (connect timeout, refused, DNS, no free connection)."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+class _Sending:
+    """
+    One async request's progress as httpcore reports it (httpx's ``trace`` extension): the request waits
+    for its turn once its connection is up, right before its first byte, so that connecting costs no
+    part of the spacing; and whether the whole request went out, which no server can have processed
+    before (so a submission that failed before that may be sent again).
+
+    :param slot: the request's turn.
+    """
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+        self.turn_taken = False
+        self.sent = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".send_request_headers.started") and not self.turn_taken:
+            self.turn_taken = True  # a retry on another connection (httpcore's own) keeps the turn
+            await self.slot.await_turn()
+        elif event.endswith(".send_request_body.complete"):
+            self.sent = True
 
 
 def transport_error(

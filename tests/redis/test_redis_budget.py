@@ -618,7 +618,7 @@ class TestRejoining:
         own_redis.start()  # empty: Redis knows nothing of the host's latest turn
         rejoined = book()
         assert not limiter.reconnect.down
-        assert rejoined.due - alone.due >= limiter.spacing - TOLERANCE
+        assert rejoined.due - alone.due >= limiter.host.spacing - TOLERANCE
         assert book().due - rejoined.due >= limiter.spacing - TOLERANCE  # and Redis paces from there
         if face == "async":
             asyncio.run(budget.aclose())
