@@ -385,8 +385,9 @@ async def run_scale(time_scale: float, triggers: int, seconds: float) -> Figures
 
 
 async def run_airflow(time_scale: float, pool: int) -> Figures:
-    """The batch example DAG on real Airflow services, deferrable, against the emulator; with ``pool``,
-    the default pool has that many slots and counts deferred tasks, which bounds the jobs in flight."""
+    """The batch example DAG on real Airflow services, deferrable, against the emulator. Its job tasks
+    run in the example's pool ``nextleg``: with ``pool``, that many slots counting deferred tasks, which
+    bounds the jobs in flight; else as many as the batch has tasks."""
     sys.path.insert(0, str(HERE.parent / "tests"))
     from e2e.services import AirflowServices
 
@@ -395,12 +396,7 @@ async def run_airflow(time_scale: float, pool: int) -> Figures:
     ]
     with emulator(time_scale, *job_flags(queue=200)) as admin, tempfile.TemporaryDirectory() as home:
         with AirflowServices(Path(home), use_emulator(admin, time_scale), dag_id=BATCH_DAG) as services:
-            if pool:
-                services.api.patch(
-                    "/api/v2/pools/default_pool",
-                    params={"update_mask": ["slots", "include_deferred"]},
-                    json={"slots": pool, "include_deferred": True},
-                ).raise_for_status()
+            services.create_pool("nextleg", pool or 5 * BATCH_PROMPTS, "NextLeg account: jobs at once")
             admin.reset()
             started = time.time()
             response = services.api.post(
@@ -706,7 +702,7 @@ def report_scale(result: Figures, time_scale: float) -> str:
 
 def report_airflow(result: Figures, time_scale: float, pool: int) -> str:
     bound = 2 * result["jobs"] * WINDOW
-    pooled = f", the default pool sized to {pool} slots counting deferred tasks" if pool else ""
+    pooled = f", the pool 'nextleg' sized to {pool} slots counting deferred tasks" if pool else ""
     rows = [
         ["", "figure", "target", ""],
         [
@@ -838,7 +834,7 @@ def main() -> None:
     parser.add_argument("--triggers", type=int, default=2000, help="scale: how many triggers wait")
     parser.add_argument("--seconds", type=float, default=20.0, help="scale: how long they wait (real)")
     parser.add_argument(
-        "--pool", type=int, default=0, help="airflow: slots of the default pool, deferred tasks counted"
+        "--pool", type=int, default=0, help="airflow: the pool nextleg's slots (deferred tasks counted)"
     )
     for hidden in ("--child", "--variant", "--backend"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
