@@ -215,18 +215,34 @@ class _Delivered:
         self.poll = poll
         self.next_poll = time.monotonic() + reconcile_after
 
+    def poll_due(self) -> float:
+        """
+        When the next reconciling poll is due (``time.monotonic()``): ``reconcile_after`` after the wait
+        began or the latest poll; while other jobs' results keep coming in, ``reconcile_after`` after the
+        latest of those (the account is working through its queue, this job most likely in it), but at
+        most :data:`RECONCILE_POSTPONE` times ``reconcile_after`` in all.
+        """
+        latest = self.waiter.latest_delivery
+        if latest is None:
+            return self.next_poll
+        latest_allowed = self.next_poll + (RECONCILE_POSTPONE - 1) * self.reconcile_after
+        return min(max(self.next_poll, latest + self.reconcile_after), latest_allowed)
+
     async def next(self, timeout: float | None = None) -> Message:
         """The webhook's result, or a reconciling poll's answer when it is due; ``asyncio.TimeoutError``
         when ``timeout`` passes first."""
-        until_poll = max(0.0, self.next_poll - time.monotonic())
-        limit = until_poll if timeout is None else min(until_poll, timeout)
-        delivered = await self.waiter.result(limit)
-        if delivered is not None:
-            return Message.from_api(delivered, self.message_id)
-        if timeout is not None and timeout < until_poll:
-            raise asyncio.TimeoutError
-        self.next_poll = time.monotonic() + self.reconcile_after
-        return await self.poll()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            due = self.poll_due()
+            if due <= now:
+                self.next_poll = now + self.reconcile_after
+                return await self.poll()
+            if deadline is not None and deadline <= now:
+                raise asyncio.TimeoutError
+            delivered = await self.waiter.result(due - now if deadline is None else min(due, deadline) - now)
+            if delivered is not None:
+                return Message.from_api(delivered, self.message_id)
 
 
 @contextlib.asynccontextmanager
@@ -256,6 +272,9 @@ async def _delivered(
             yield _Delivered(waiter, message_id, after, poll)
 
 
+RECONCILE_POSTPONE = 3
+"""Most times ``reconcile_after`` a job's reconciling poll waits while other jobs' results keep coming:
+a lost webhook costs at most that much latency."""
 DEFAULT_RECONCILE_AFTER = 120.0
 """Seconds before a job waiting for its webhook is polled to reconcile, when its trigger does not say."""
 

@@ -95,8 +95,16 @@ def message_id_of(result: Mapping[str, Any]) -> str | None:
 class Waiter:
     """One trigger's wait for one delivery (see :meth:`Inbox.watch`)."""
 
-    def __init__(self, future: asyncio.Future[dict[str, Any]]) -> None:
+    def __init__(self, future: asyncio.Future[dict[str, Any]], watch: _LoopWatch) -> None:
         self._future = future
+        self._watch = watch
+
+    @property
+    def latest_delivery(self) -> float | None:
+        """When (``time.monotonic()``) the inbox last handed a result to any waiter of this event loop:
+        while results of the account's other jobs keep coming, the account is working through its queue,
+        and a job not yet delivered is most likely still in it."""
+        return self._watch.delivered_at
 
     @property
     def done(self) -> bool:
@@ -136,6 +144,7 @@ class _LoopWatch:
     running: bool = False
     generation: int = 0
     idle_since: float = 0.0
+    delivered_at: float | None = None
     client: Any = None
 
     def idle(self) -> bool:
@@ -146,6 +155,7 @@ class _LoopWatch:
         slot = self.slots.get(delivery)
         if slot is not None and not slot.future.done():
             slot.future.set_result(result)
+            self.delivered_at = self.loop.time()
 
 
 class Inbox(abc.ABC):
@@ -201,7 +211,7 @@ class Inbox(abc.ABC):
             watch.generation += 1
             watch.tasks = self._start(watch, watch.generation)
         try:
-            yield Waiter(slot.future)
+            yield Waiter(slot.future, watch)
         finally:
             slot.count -= 1
             if slot.count == 0 and watch.slots.get(delivery) is slot:
