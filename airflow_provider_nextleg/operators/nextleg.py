@@ -69,7 +69,8 @@ COMPLETIONS = (None, "poll", "webhook")
 """The ``completion`` a job operator takes."""
 RECONCILE_INTERVALS = 40
 """A job completing by webhook is polled to reconcile after this many of the account's request intervals
-(2 minutes at the documented 3 s: past a fast job's end), and as often after that."""
+(2 minutes at the documented 3 s: past a fast job's end), and as often after that; later, up to three
+times that, while the account's other jobs keep being delivered (see ``triggers/nextleg.py``)."""
 QUICK_JOB_WORKER_WAIT = 15.0
 """Seconds a deferrable operator waits on the worker for a quick job (describe, ✉️, ❤️) before deferring."""
 IMAGE_JOB_WORKER_WAIT = 5.0
