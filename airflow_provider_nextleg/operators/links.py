@@ -17,12 +17,14 @@ from what the operator learned during the try; the NextLeg API is never called f
 
 **While a job runs**, :class:`NextLegImageLink` points at the job's progress image (Midjourney's preview,
 ``progressImageUrl`` of the message while its progress is below 100), and at the result once it is done.
-It is the latest image *the worker saw*: while the worker waits (a non-deferrable wait, and a deferrable
-task's first seconds, ``worker_wait``), :func:`wait_showing_progress` updates the link's XCom at each new
-progress image, from the polls the wait makes anyway (not one request more). The trigger writes no link:
-while the job waits in the triggerer the link keeps the last image the worker saw (often none: a job
-rarely shows a preview within its first 5 s), until the task resumes with the result. A job completing
-by webhook is not polled, so it shows no progress image either.
+It is the latest image the task's wait saw. While the worker waits (a non-deferrable wait, and a
+deferrable task's first seconds, ``worker_wait``), :func:`wait_showing_progress` updates the link's XCom
+at each new progress image, from the polls the wait makes anyway (not one request more). While the task
+is deferred, the trigger does the same from its own polls, in the triggerer (without holding up its wait:
+see :class:`~airflow_provider_nextleg.triggers.nextleg.NextLegMessageTrigger`); HA triggerers running the
+same trigger write the same images, and the resumed task overwrites the link with the result. Both write
+it with :func:`image_link_xcom`. A job completing by webhook is polled only to reconcile, so it rarely
+shows a progress image.
 """
 
 from __future__ import annotations
@@ -132,8 +134,8 @@ def result_label(message: object) -> str:
 def show_progress_image(operator: BaseOperator, ti: Any, image_url: str) -> None:
     """
     Point the task's :class:`NextLegImageLink` at a new progress image now, not only after the try: the
-    operator keeps it for ``get_link``, and its XCom, which the UI reads, is written at once, in the
-    metadata database whatever the XCom backend (as Airflow writes a link's XCom after a try).
+    operator keeps it for ``get_link``, and its XCom, which the UI reads, is written at once
+    (:func:`image_link_xcom`).
 
     :param operator: the job operator waiting for the job.
     :param ti: its task instance.
@@ -141,16 +143,26 @@ def show_progress_image(operator: BaseOperator, ti: Any, image_url: str) -> None
     """
     operator.progress_image_url = image_url  # type: ignore[attr-defined]
     try:
-        BaseXCom.set(
-            NextLegImageLink().xcom_key,
-            image_url,
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=ti.map_index,
-        )
+        key_and_value, place = image_link_xcom(ti, image_url)
+        BaseXCom.set(*key_and_value, **place)
     except Exception as exc:  # the link only lags behind: the wait goes on
         operator.log.debug("Could not point the image link at %s: %s", image_url, exc)
+
+
+def image_link_xcom(ti: Any, image_url: str) -> tuple[tuple[str, str], dict[str, Any]]:
+    """
+    The XCom that points a task instance's :class:`NextLegImageLink` at an image, as the arguments of
+    ``BaseXCom.set`` (or ``aset``): positional (the link's key, the URL) and by keyword (where: the task
+    instance). The worker's wait and the trigger write the link with it before the try ends (Airflow writes
+    it from ``get_link`` after the try); through ``BaseXCom``, so in the metadata database whatever the
+    XCom backend, as Airflow stores a link's XCom.
+
+    :param ti: the task instance (the worker's, or a trigger's ``task_instance``): its dag, task and run
+        ids and map index.
+    :param image_url: the image the link opens.
+    """
+    place = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+    return (NextLegImageLink().xcom_key, image_url), place
 
 
 @overload

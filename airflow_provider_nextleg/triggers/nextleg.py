@@ -4,8 +4,9 @@ The trigger only reads: it registers its message with the poll scheduler of its 
 triggerer (:mod:`airflow_provider_nextleg.polling`), which polls ``GET /v2/message/<id>`` for all the
 waiting jobs of that account within its rate limit, and it waits for an answer that ends the job (done,
 failed or incomplete) or for its absolute deadline, then yields one small event. It submits nothing and
-changes nothing, so a triggerer that runs it twice (HA) or starts it again from its kwargs (after a
-restart) does no harm, and a resumed trigger keeps the deadline it was given.
+changes nothing at NextLeg (in Airflow it writes only its task's image link, the job's latest progress
+image), so a triggerer that runs it twice (HA) or starts it again from its kwargs (after a restart) does
+no harm, and a resumed trigger keeps the deadline it was given.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol, overload
 
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from asgiref.sync import sync_to_async
 
 from airflow_provider_nextleg.exceptions import (
     NextLegError,
@@ -50,6 +53,9 @@ class NextLegMessageTrigger(BaseTrigger):
     :func:`read_event` is its one reader.
     429s, 5xx answers, dropped connections and garbled answers delay the wait without ending it; a
     refused token or an unknown message ends it.
+
+    While a task is deferred on it, the task's image link follows the job's progress images (the XCom is
+    written aside, never holding up the wait; a write that fails is logged at debug).
 
     Waits of the same account share their polls' budget: the account's poll scheduler polls first the
     jobs expected to finish first (see :mod:`airflow_provider_nextleg.polling`).
@@ -119,6 +125,7 @@ class NextLegMessageTrigger(BaseTrigger):
     async def _wait(self) -> dict[str, Any]:
         """The event's payload; the message's watch is over (cancelled or not) before it is returned."""
         shown: Progress | None = None
+        preview = None if self.task_instance is None else _PreviewLink(self)
         # The first answer is awaited even past the deadline, so that a trigger resumed late still
         # reports a job that finished meanwhile; after it, the time left applies.
         timeout: float | None = None
@@ -144,8 +151,13 @@ class NextLegMessageTrigger(BaseTrigger):
                         # A pool's results may not repeat the route id the submission got: keep it.
                         return self._ended(replace(result, route_id=result.route_id or self.route_id))
                     shown = log_progress(self.log, message, shown)
+                    if preview is not None and message.progress_image_url:
+                        preview.show(message.progress_image_url)
         except Exception as exc:  # the event carries it to the task, which raises it again
             return self._stopped(ERROR, exc)
+        finally:
+            if preview is not None:
+                preview.close()
 
     async def on_kill(self) -> None:
         """Airflow 3.3+: the deferred task was marked failed or success, or cleared: the job goes on at
@@ -189,6 +201,72 @@ class NextLegMessageTrigger(BaseTrigger):
             "result": None,
             "error": error_to_payload(error, message_id=self.message_id),
         }
+
+
+class _PreviewLink:
+    """
+    Points a deferred task's image link (:class:`~airflow_provider_nextleg.operators.links.NextLegImageLink`)
+    at its job's latest progress image while the trigger waits, as the worker's wait does; the task
+    overwrites it with the result once it resumes.
+
+    The XCom is written by a task of its own, one write at a time, so a slow supervisor or database never
+    holds up this wait nor the triggerer's event loop (Airflow 3.1 has no ``aset``: the write takes
+    asgiref's thread); images that come during a write are not queued, only the latest is written next.
+    A failed write is logged at debug: the link lags behind, the wait goes on. When the wait ends, a write
+    under way is finished (its request reaches the supervisor before the trigger's event), and none
+    starts after, so no preview follows the result.
+
+    :param trigger: the waiting trigger, with its ``task_instance``.
+    """
+
+    def __init__(self, trigger: BaseTrigger) -> None:
+        self.ti = trigger.task_instance
+        self.log = trigger.log
+        self.latest: str | None = None
+        self.closed = False
+        self.changed = asyncio.Event()
+        self.writer = asyncio.create_task(self._write_latest())
+
+    def show(self, image_url: str) -> None:
+        """Point the link at ``image_url`` soon (now, unless a write is under way)."""
+        if image_url != self.latest:
+            self.latest = image_url
+            self.changed.set()
+
+    def close(self) -> None:
+        """Write nothing more; a write under way ends on its own."""
+        self.closed = True
+        self.changed.set()
+
+    async def _write_latest(self) -> None:
+        written = None
+        while True:
+            await self.changed.wait()
+            self.changed.clear()
+            latest = self.latest
+            if self.closed:
+                return
+            if latest is not None and latest != written:
+                written = latest
+                await self._write(latest)
+
+    async def _write(self, image_url: str) -> None:
+        # Imported here: the links module imports this one (its wait on a worker runs this trigger).
+        from airflow_provider_nextleg.operators.links import image_link_xcom
+
+        key_and_value, place = image_link_xcom(self.ti, image_url)
+        try:
+            if hasattr(BaseXCom, "aset"):  # not on Airflow 3.1
+                await BaseXCom.aset(*key_and_value, **place)
+            else:
+                await sync_to_async(self._set_unless_closed)(key_and_value, place)
+        except Exception as exc:
+            self.log.debug("Could not point the image link at %s: %s", image_url, exc)
+
+    def _set_unless_closed(self, key_and_value: tuple[str, str], place: dict[str, Any]) -> None:
+        """Airflow 3.1's write, in asgiref's thread: skipped when the wait ended while it was queued."""
+        if not self.closed:
+            BaseXCom.set(*key_and_value, **place)
 
 
 class _Delivered:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import json
 import re
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow.sdk.bases.xcom import BaseXCom
 
 from airflow_provider_nextleg.emulator import EmulatorServer, Fault, FaultSettings
 from airflow_provider_nextleg.exceptions import (
@@ -347,3 +350,85 @@ class TestReadEvent:
         for value in (deep, {"message_id": deep}, {"message_id": "m1", "status": "done", "buttons": deep}):
             with pytest.raises(NextLegInputError, match=name):
                 read_result(value, name=name)
+
+
+class TestDeferredTasksImageLink:
+    """While a task is deferred, its trigger points the task's image link at each new progress image."""
+
+    TI = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=3, try_number=1)
+
+    @staticmethod
+    async def deferred_events(trigger: NextLegMessageTrigger) -> list[dict[str, Any]]:
+        """Run the trigger as a triggerer runs a deferred task's: with that task instance."""
+        rebuilt = rebuild(trigger)
+        rebuilt.task_instance = TestDeferredTasksImageLink.TI  # type: ignore[assignment]
+        try:
+            return [event.payload async for event in rebuilt.run()]
+        finally:
+            await NextLegHook.aclose_clients()
+
+    @pytest.mark.parametrize("airflow_set", ["aset", "set"])
+    async def test_each_new_progress_image_goes_to_the_links_xcom(
+        self, nextleg_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, airflow_set: str
+    ):
+        """Through ``BaseXCom.aset`` (Airflow 3.3) or ``BaseXCom.set`` in a thread (3.1), both tried here."""
+        written: list[tuple[str, str, dict[str, Any]]] = []
+
+        def record(key: str, value: str, **place: Any) -> None:
+            written.append((key, value, place))
+
+        if airflow_set == "aset":
+
+            async def aset(key: str, value: str, **place: Any) -> None:
+                record(key, value, **place)
+
+            monkeypatch.setattr(BaseXCom, "aset", aset, raising=False)
+        else:
+            monkeypatch.delattr(BaseXCom, "aset", raising=False)
+            monkeypatch.setattr(BaseXCom, "set", record)
+        nextleg_emulator.configure(min_duration=200.0, max_duration=200.0)  # 2 s: seen running, however slow
+        [event] = await self.deferred_events(NextLegMessageTrigger(message_id=submit(), poll_interval=0.005))
+        assert event["status"] == "done"
+        assert written, "no progress image was written"
+        place = {"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": 3}
+        assert all((key, where) == ("_link_NextLegImageLink", place) for key, _, where in written), written
+        images = [image for _, image, _ in written]
+        assert all("/cdn/" in image for image in images), images
+        assert len(images) == len(set(images))  # each image once
+        assert event["result"]["image_url"] not in images  # the resumed task writes the result
+
+    async def test_a_write_that_hangs_or_fails_never_holds_up_the_wait(
+        self, nextleg_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    ):
+        attempts: list[str] = []
+        released = asyncio.Event()
+
+        async def aset(key: str, value: str, **place: Any) -> None:
+            attempts.append(value)
+            if len(attempts) == 1:
+                await released.wait()  # a database that does not answer until the job is over
+            raise RuntimeError("supervisor gone")
+
+        monkeypatch.setattr(BaseXCom, "aset", aset, raising=False)
+        nextleg_emulator.configure(min_duration=200.0, max_duration=200.0)
+        [event] = await self.deferred_events(NextLegMessageTrigger(message_id=submit(), poll_interval=0.005))
+        assert event["status"] == "done"
+        assert len(attempts) == 1  # the images seen meanwhile were not queued, and none followed the event
+        released.set()
+        await asyncio.sleep(0.05)  # the hung write fails now, and is only logged at debug
+
+    async def test_a_trigger_without_a_task_instance_writes_no_link(
+        self, nextleg_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    ):
+        """The worker's own wait runs the trigger too: there the operator shows the images."""
+        written: list[tuple[Any, ...]] = []
+
+        async def aset(*args: Any, **place: Any) -> None:
+            written.append(args)
+
+        monkeypatch.setattr(BaseXCom, "aset", aset, raising=False)
+        monkeypatch.setattr(BaseXCom, "set", lambda *args, **place: written.append(args))
+        nextleg_emulator.configure(min_duration=200.0, max_duration=200.0)
+        [event] = await events(NextLegMessageTrigger(message_id=submit(), poll_interval=0.005))
+        assert event["status"] == "done"
+        assert written == []
