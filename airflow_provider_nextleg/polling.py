@@ -259,9 +259,10 @@ class PollScheduler:
                     candidate.next_poll = time.monotonic() + max(self.limiter.spacing, RETRY_PAUSE)
                 continue
             await asyncio.sleep(turn.slot.start_in)
-            # The slot goes to the job most worth it when it comes: a poll that came back meanwhile may
-            # have changed which one that is. The poll connects meanwhile, and sends on the turn.
-            watch = self._pick(time.monotonic()) or candidate
+            # The slot goes to the job most worth it when it comes (a poll that came back meanwhile may
+            # have changed which one that is), unless it holds the candidate's lease, which only the
+            # candidate's answer releases. The poll connects meanwhile, and sends on the turn.
+            watch = candidate if turn.leased else (self._pick(time.monotonic()) or candidate)
             if watch.watchers and not watch.in_flight:
                 watch.in_flight = True
                 self._spawn(self._poll(watch, turn.slot))

@@ -140,11 +140,13 @@ class PollTurn:
     """
     What a poll of one message may do now (:meth:`RateLimiter.abook_poll`): spend ``slot``; or, without a
     slot, take ``shared``, the answer another process of the account just had; or, with neither, leave
-    the job to the process that is polling it now.
+    the job to the process that is polling it now. ``leased``: the slot came with the message's poll
+    lease (a budget shared in Redis), so it must poll that message, whose lease its answer releases.
     """
 
     slot: Slot | None = None
     shared: str | None = None
+    leased: bool = False
 
 
 class RateLimiter(abc.ABC):
@@ -473,7 +475,7 @@ class SharedRateLimiter(RateLimiter):
                 self.reconnect.succeeded()
                 if booking.wait is None:
                     return PollTurn(shared=booking.answer)
-                return PollTurn(slot=self._booked(time.time() + booking.wait, confirmed=True))
+                return PollTurn(slot=self._booked(time.time() + booking.wait, confirmed=True), leased=True)
         return PollTurn(slot=await self.host.abook())
 
     async def ashare(self, message_id: str, answer: str) -> None:

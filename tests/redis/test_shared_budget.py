@@ -168,6 +168,40 @@ class TestHosts:
         assert polls <= duration / account.settings.rate_limit_interval + 6
         assert rate_limited(account) <= 1
 
+    def test_one_triggerer_never_finds_its_own_polls_lease_held(
+        self, account: EmulatorServer, redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ):
+        """A poll's turn holds its job's lease until its answer is shared: the turn must go to that job,
+        however the others' estimates change while it comes (else the job finds its lease held later)."""
+        from airflow_provider_nextleg.ratelimit import SharedRateLimiter
+
+        for name, value in connections(account, redis).items():
+            monkeypatch.setenv(name, value)
+        hook = NextLegHook()
+        message_ids = [hook.imagine(f"job {number}: a lighthouse").message_id for number in range(8)]
+        turns: list[Any] = []
+        book_poll = SharedRateLimiter.abook_poll
+
+        async def counted(limiter: SharedRateLimiter, message_id: str, *, lease: float) -> Any:
+            turns.append(turn := await book_poll(limiter, message_id, lease=lease))
+            return turn
+
+        monkeypatch.setattr(SharedRateLimiter, "abook_poll", counted)
+
+        async def wait_all() -> list[dict[str, Any]]:
+            triggers = [NextLegMessageTrigger(message_id=id_, poll_interval=0.0) for id_ in message_ids]
+            try:
+                return [
+                    dict(event.payload) for event in await asyncio.gather(*(anext(t.run()) for t in triggers))
+                ]
+            finally:
+                await NextLegHook.aclose_clients()
+
+        events = asyncio.run(wait_all())
+        assert [event["status"] for event in events] == ["done"] * 8
+        assert turns
+        assert [turn for turn in turns if turn.slot is None and turn.shared is None] == []
+
 
 class TestOutage:
     def test_redis_stopped_mid_burst_costs_no_job_and_is_said_once(
