@@ -24,6 +24,7 @@ also counts the commands a script runs inside the server.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -55,6 +56,8 @@ from harness import (
     verdict,
     wait_with_trigger,
 )
+
+from airflow_provider_nextleg.ratelimit import Reconnect
 
 WORKER_SLOTS = 4
 """Submissions a host sends at once: the slots of its worker."""
@@ -440,6 +443,7 @@ def report_hosts(results: dict[tuple[int, str], Figures], time_scale: float) -> 
 def report_outage(result: Figures, time_scale: float) -> str:
     during, after = result["during_outage"], result.get("after_outage", {})
     complete = result["done"] == BURST_JOBS
+    retry = inspect.signature(Reconnect).parameters["retry_every"].default
     rows = [
         ["", "figure", "target", ""],
         ["jobs done", f"{result['done']}/{BURST_JOBS}", f"{BURST_JOBS}", verdict(complete)],
@@ -467,8 +471,8 @@ def report_outage(result: Figures, time_scale: float) -> str:
             "",
             f"As `hosts` with 2 hosts and Redis; redis-server stopped {OUTAGE_AT:g} s (API) after the start, "
             f"during the submissions, and started again empty on its port {OUTAGE_FOR:g} s later; time "
-            f"scale {time_scale:.3g} (the limiter tries Redis again every 5 real seconds, "
-            f"{5 / time_scale:.0f} API seconds here).",
+            f"scale {time_scale:.3g} (the limiter tries Redis again every {retry:g} real seconds, "
+            f"{retry / time_scale:.0f} API seconds here).",
             "",
             table(rows),
             "",
