@@ -43,7 +43,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from airflow_provider_nextleg.redis_connection import BudgetUnavailable, RedisSettings
 
@@ -52,9 +52,6 @@ try:
     import redis.asyncio
 except ImportError:  # the redis extra is not installed; redis_connection.redis_settings() says so
     redis = None  # type: ignore[assignment]
-
-if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript, Script
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +251,9 @@ class RedisBudget:
         self.prefix = f"{KEY_PREFIX}:{{{digest}}}:"  # a hash tag: one slot, should a proxy shard keys
         self._pace_key = self.prefix + "pace"
         self._lock = threading.Lock()
-        self._sync: tuple[redis.Redis, dict[str, Script]] | None = None
+        self._sync: tuple[redis.Redis, set[str]] | None = None
         self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, dict[str, AsyncScript]]
+            asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, set[str]]
         ] = weakref.WeakKeyDictionary()
 
     # --- pacing ----------------------------------------------------------------------------------------
@@ -402,38 +399,54 @@ class RedisBudget:
     def _client(self) -> redis.Redis:
         return self._sync_entry()[0]
 
-    def _script(self, name: str) -> Script:
-        return self._sync_entry()[1][name]
-
-    def _sync_entry(self) -> tuple[redis.Redis, dict[str, Script]]:
+    def _sync_entry(self) -> tuple[redis.Redis, set[str]]:
+        """The sync client, and the scripts it has sent whole (see :meth:`_run`)."""
         with self._lock:
             if self._sync is None:
-                client = self.settings.client()
-                self._sync = (client, {name: client.register_script(lua) for name, lua in _SCRIPTS.items()})
+                self._sync = (self.settings.client(), set())
             return self._sync
 
-    async def _aclient(self) -> tuple[redis.asyncio.Redis, dict[str, AsyncScript]]:
+    async def _aclient(self) -> tuple[redis.asyncio.Redis, set[str]]:
+        """This event loop's client, and the scripts it has sent whole."""
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
         if entry is None:
-            client = self.settings.async_client()
-            entry = (client, {name: client.register_script(lua) for name, lua in _SCRIPTS.items()})
-            self._async[loop] = entry
+            entry = self._async[loop] = (self.settings.async_client(), set())
         return entry
-
-    async def _ascript(self, name: str) -> AsyncScript:
-        return (await self._aclient())[1][name]
 
     # --- the scripts' calls: built and read here, sent by either face ----------------------------------
 
     def _run(self, call: _Call[_T]) -> _T:
+        """
+        One round trip per call: a client's first call of a script sends it whole (``EVAL``, which also
+        caches it in the server), later ones its digest (``EVALSHA``); only a server restarted since,
+        which answers ``NOSCRIPT``, costs a second trip (the script whole again). redis-py's ``Script``
+        would try the digest first and then ``SCRIPT LOAD`` it: three trips per script and new server.
+        """
         with self._guard():
-            return call.read(self._script(call.script)(keys=call.keys, args=call.args))
+            client, sent = self._sync_entry()
+            whole = call.script not in sent
+            try:
+                answer = client.eval(*_eval_args(call, whole)) if whole else client.evalsha(*_eval_args(call))
+            except redis.exceptions.NoScriptError:
+                answer = client.eval(*_eval_args(call, whole=True))
+            sent.add(call.script)
+            return call.read(answer)
 
     async def _arun(self, call: _Call[_T]) -> _T:
+        """The async face of :meth:`_run`."""
         with self._guard():
-            script = await self._ascript(call.script)
-            return call.read(await script(keys=call.keys, args=call.args))
+            client, sent = await self._aclient()
+            whole = call.script not in sent
+            try:
+                if whole:
+                    answer = await _reply(client.eval(*_eval_args(call, whole)))
+                else:
+                    answer = await _reply(client.evalsha(*_eval_args(call)))
+            except redis.exceptions.NoScriptError:
+                answer = await _reply(client.eval(*_eval_args(call, whole=True)))
+            sent.add(call.script)
+            return call.read(answer)
 
     def _booking(self, script: str, interval: float, not_before: float = 0.0) -> _Call[float]:
         """``book`` or ``confirm``: the pacing hash; the interval, the idle TTL, the decay, the floor."""
@@ -509,6 +522,21 @@ _SCRIPTS = {
     "book_poll": _BOOK_POLL,
     "remember": _REMEMBER,
 }
+
+
+_DIGESTS = {name: hashlib.sha1(lua.encode()).hexdigest() for name, lua in _SCRIPTS.items()}
+"""Each script's SHA-1, by which ``EVALSHA`` names it."""
+
+
+def _eval_args(call: _Call[Any], whole: bool = False) -> tuple[Any, ...]:
+    """``EVAL``'s arguments (the script itself) or ``EVALSHA``'s (its digest), then the keys and args."""
+    script = _SCRIPTS[call.script] if whole else _DIGESTS[call.script]
+    return (script, len(call.keys), *call.keys, *call.args)
+
+
+async def _reply(pending: Any) -> Any:
+    """The asyncio client's reply (redis-py's types give its commands the sync client's result too)."""
+    return await pending
 
 
 def _text(value: Any) -> str | None:

@@ -27,7 +27,7 @@ from servers import RedisServer, free_port
 from airflow_provider_nextleg import ratelimit
 from airflow_provider_nextleg.exceptions import NextLegInputError
 from airflow_provider_nextleg.ratelimit import Reconnect
-from airflow_provider_nextleg.redis_budget import PollBooking, RedisBudget
+from airflow_provider_nextleg.redis_budget import _SCRIPTS, PollBooking, RedisBudget
 from airflow_provider_nextleg.redis_connection import (
     BudgetUnavailable,
     RedisSettings,
@@ -114,7 +114,7 @@ def booked_slot(budget: RedisBudget, interval: float) -> float:
     """
     pipe = budget._client().pipeline(transaction=True)
     pipe.time()
-    budget._script("book")(keys=[budget._pace_key], args=budget._book_args(interval), client=pipe)
+    pipe.eval(_SCRIPTS["book"], 1, budget._pace_key, *budget._book_args(interval))
     (seconds, microseconds), wait = pipe.execute()
     return seconds + microseconds / 1e6 + int(wait) / 1e6
 
@@ -444,7 +444,7 @@ class TestRoundTrips:
     """Each booking is one command (one round trip): the issue allows at most two per API request."""
 
     def test_one_round_trip_per_booking_and_per_confirmation(self, budget: RedisBudget, redis_server):
-        budget.book(0.0)  # connected, and each script loaded (a one-time SCRIPT LOAD per server start)
+        budget.book(0.0)  # connected, and each script sent whole once (EVAL)
         budget.confirm(0.0)
         redis_server.command("CONFIG", "RESETSTAT")
         for _ in range(25):
@@ -477,9 +477,8 @@ class TestRoundTrips:
     @pytest.mark.parametrize("face", ["sync", "async"])
     def test_a_new_connection_costs_no_handshake(self, redis_conn_id: str, redis_server, face: str):
         """Every Airflow task is a new process with a new connection: its first booking is its only
-        round trip besides the ``SELECT`` of its database (no ``CLIENT SETINFO``, the scripts already
-        loaded on the server)."""
-        new_budget(redis_conn_id).book(0.0)  # the scripts loaded on this server
+        round trip besides the ``SELECT`` of its database (no ``CLIENT SETINFO``; the script sent whole,
+        not its digest first and then a ``SCRIPT LOAD``)."""
         redis_server.command("CONFIG", "RESETSTAT")
         fresh = new_budget(redis_conn_id)
         if face == "sync":
@@ -493,7 +492,7 @@ class TestRoundTrips:
             asyncio.run(book_and_close())
         assert commands_since_reset(redis_server) == {
             "select": 1,
-            "evalsha": 1,
+            "eval": 1,
             "time": 1,
             "hmget": 1,
             "hset": 1,
