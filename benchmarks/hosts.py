@@ -17,8 +17,8 @@ configuration runs against an emulator, and a redis-server, of its own; the host
 Redis round trips are counted in each host by a counting wrapper around redis-py's ``read_response``
 (sync and async connections): every reply read is one round trip, as the provider sends no pipelines;
 the connections' handshakes and script loads count too. redis-server's ``INFO commandstats`` (after
-the run less before) cross-checks the scripts run (``EVALSHA``); it cannot give the round trips, for it
-also counts the commands a script runs inside the server.
+the run less before) cross-checks the scripts run (``EVAL``, ``EVALSHA``); it cannot give the round
+trips, for it also counts the commands a script runs inside the server.
 """
 
 from __future__ import annotations
@@ -321,6 +321,11 @@ async def run_hosts(hosts: int, backend: str, time_scale: float, outage: float) 
     }
 
 
+def _scripts_run(calls: dict[str, int]) -> int:
+    """The budget's scripts redis-server ran: sent whole (``EVAL``) or by digest (``EVALSHA``)."""
+    return calls.get("eval", 0) + calls.get("evalsha", 0)
+
+
 def _share(path: Path) -> Figures:
     """A host's figures, or an empty share for a host that had to be killed."""
     if path.exists():
@@ -421,9 +426,9 @@ def report_hosts(results: dict[tuple[int, str], Figures], time_scale: float) -> 
             table(rows),
             "",
             f"Failed submissions: {', '.join(failures) or 'none'}. Scripts run, by redis-server's count "
-            "(EVALSHA, with SCRIPT LOAD): "
+            "(EVAL and EVALSHA, with the SCRIPT LOADs among them): "
             + ", ".join(
-                f"{n} host{'s' if n > 1 else ''} {results[(n, backend)]['redis_calls'].get('evalsha', 0)}"
+                f"{n} host{'s' if n > 1 else ''} {_scripts_run(results[(n, backend)]['redis_calls'])}"
                 f" ({results[(n, backend)]['redis_calls'].get('script|load', 0)})"
                 for n, backend in keys
                 if backend == "redis"
