@@ -106,6 +106,8 @@ class RedisSettings:
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
             "decode_responses": True,
+            # RESP2: redis-py 8 defaults to RESP3, whose HELLO is one more round trip per connection.
+            "protocol": 2,
             **_NO_CLIENT_INFO,
             **self.ssl,
         }
