@@ -17,6 +17,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,11 @@ class AirflowServices:
             "to_date": f"{to_date}T00:00:00Z",
             "dag_run_conf": dict(conf or {}),
         }
-        response = self.api.post("/api/v2/backfills", json=body)
+        for _ in range(5):  # Airflow 3.1.0's api-server answered 500 once in CI: try again shortly
+            response = self.api.post("/api/v2/backfills", json=body)
+            if response.status_code < 500:
+                break
+            time.sleep(2)
         response.raise_for_status()
         return response.json()
 
